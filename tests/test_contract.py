@@ -1,0 +1,183 @@
+"""Every registered detector through the one contract (design.md, "The detector contract").
+
+Data: scikit-learn's bundled Wisconsin breast-cancer set (real measurements), benign as
+normal, malignant as anomalies, standardised with statistics of the training rows only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from oddkit import detectors
+from oddkit.errors import (
+    EmptyInputError,
+    FeatureMismatchError,
+    InputError,
+    NonFiniteError,
+    NotFittedError,
+    ParamError,
+    UnknownDetectorError,
+)
+from oddkit.metrics import auroc
+
+HAS_PYOD = importlib.util.find_spec("pyod") is not None
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    anomaly = (y == 0).astype(int)  # 0 = malignant in scikit-learn's coding
+    rng = np.random.RandomState(0)
+    normal_idx = rng.permutation(np.flatnonzero(anomaly == 0))
+    train_idx = normal_idx[:250]
+    test_idx = np.concatenate([normal_idx[250:], np.flatnonzero(anomaly == 1)])
+    mu = X[train_idx].mean(0)
+    sd = X[train_idx].std(0)
+    Z = (X - mu) / sd
+    return Z[train_idx], Z[test_idx], anomaly[test_idx]
+
+
+def _names():
+    out = []
+    for info in detectors.list_detectors():
+        marks = []
+        if info.family == "adapter" and not HAS_PYOD:
+            marks.append(pytest.mark.skip(reason="pyod is not installed (pip install oddkit[pyod])"))
+        out.append(pytest.param(info.name, marks=marks, id=info.name))
+    return out
+
+
+def _make(name: str, seed: int = 0):
+    cls = detectors.get(name)
+    params = {"random_state": seed} if cls.randomized else {}
+    return detectors.create(name, **params)
+
+
+def test_registry_lists_at_least_the_foundation_detectors():
+    names = {i.name for i in detectors.list_detectors()}
+    expected = {"knn", "lof", "iforest", "ocsvm", "ecod", "copod", "hbos", "pca",
+                "gaussian", "gmm", "kde", "pyod"}
+    assert expected <= names, f"missing: {sorted(expected - names)}"
+    for info in detectors.list_detectors():
+        assert info.family and info.reference and info.inputs, info
+        assert info.summary, f"{info.name} has no docstring summary"
+
+
+def test_unknown_detector_and_bad_param_are_typed():
+    with pytest.raises(UnknownDetectorError, match="available"):
+        detectors.create("no-such-detector")
+    with pytest.raises(ParamError, match="no parameter"):
+        detectors.create("knn", no_such_param=3)
+
+
+@pytest.mark.parametrize("name", _names())
+class TestContract:
+    def test_scores_shape_dtype_finite_and_direction(self, name, cancer):
+        Xtr, Xte, yte = cancer
+        det = _make(name).fit(Xtr)
+        s = det.score(Xte)
+        assert isinstance(s, np.ndarray)
+        assert s.dtype == np.float64 and s.shape == (Xte.shape[0],)
+        assert np.isfinite(s).all()
+        # higher = more anomalous: malignant tumours must rank above benign ones.
+        assert auroc(yte, s) > 0.75, f"{name}: AUROC {auroc(yte, s):.3f} on breast cancer"
+
+    def test_batch_independence(self, name, cancer):
+        Xtr, Xte, _ = cancer
+        det = _make(name).fit(Xtr)
+        full = det.score(Xte)
+        rng = np.random.RandomState(1)
+        perm = rng.permutation(Xte.shape[0])
+        np.testing.assert_allclose(det.score(Xte[perm]), full[perm], rtol=1e-6, atol=1e-9)
+        for i in rng.choice(Xte.shape[0], 8, replace=False):
+            alone = det.score(Xte[i : i + 1])
+            np.testing.assert_allclose(alone, full[i : i + 1], rtol=1e-6, atol=1e-9)
+        half = Xte.shape[0] // 2
+        np.testing.assert_allclose(det.score(Xte[:half]), full[:half], rtol=1e-6, atol=1e-9)
+
+    def test_determinism_under_seed(self, name, cancer):
+        Xtr, Xte, _ = cancer
+        a = _make(name, seed=3).fit(Xtr).score(Xte)
+        b = _make(name, seed=3).fit(Xtr).score(Xte)
+        np.testing.assert_array_equal(a, b)
+
+    def test_save_load_identical(self, name, cancer, tmp_path):
+        Xtr, Xte, _ = cancer
+        det = _make(name).fit(Xtr)
+        det.calibrate(Xte[:40], alpha=0.1)
+        det.save(tmp_path / "det")
+        back = detectors.load(tmp_path / "det")
+        assert type(back) is type(det)
+        assert back.get_params() == det.get_params()
+        np.testing.assert_array_equal(back.score(Xte), det.score(Xte))
+        np.testing.assert_array_equal(back.predict(Xte), det.predict(Xte))
+        # the files are plain data: JSON + an npz that loads without pickle
+        with np.load(tmp_path / "det" / "arrays.npz", allow_pickle=False) as npz:
+            assert all(npz[k].dtype != object for k in npz.files)
+
+    def test_unfitted_save_load(self, name, tmp_path):
+        det = _make(name)
+        det.save(tmp_path / "d")
+        back = detectors.load(tmp_path / "d")
+        assert back.get_params() == det.get_params() and not back.is_fitted
+
+    def test_errors(self, name, cancer):
+        Xtr, Xte, _ = cancer
+        det = _make(name)
+        with pytest.raises(NotFittedError, match="fit"):
+            det.score(Xte)
+        bad = Xtr.copy()
+        bad[3, 2] = np.nan
+        with pytest.raises(NonFiniteError, match="NaN"):
+            det.fit(bad)
+        bad[3, 2] = np.inf
+        with pytest.raises(NonFiniteError):
+            det.fit(bad)
+        with pytest.raises(EmptyInputError):
+            det.fit(Xtr[:0])
+        with pytest.raises(InputError, match="2-D"):
+            det.fit(Xtr[:, 0])
+        det.fit(Xtr)
+        with pytest.raises(FeatureMismatchError, match="features"):
+            det.score(Xte[:, :-1])
+        with pytest.raises(EmptyInputError):
+            det.score(Xte[:0])
+        bad_te = Xte.copy()
+        bad_te[0, 0] = -np.inf
+        with pytest.raises(NonFiniteError):
+            det.score(bad_te)
+        with pytest.raises(InputError, match="numeric"):
+            det.score(np.array([["a"] * Xte.shape[1]]))
+
+    def test_get_set_params(self, name):
+        det = _make(name)
+        params = det.get_params()
+        assert params == detectors.create(name, **params).get_params()
+        det.set_params(**params)
+
+    def test_tiny_training_sets_error_or_work(self, name, cancer):
+        """Fewer rows than the method needs: a typed error naming the minimum, never a crash."""
+        Xtr, Xte, _ = cancer
+        det = _make(name)
+        for n in (1, 2, 3):
+            try:
+                det.fit(Xtr[:n])
+            except InputError as exc:
+                assert "at least" in str(exc)
+                continue
+            s = det.score(Xte)
+            assert s.shape == (Xte.shape[0],) and np.isfinite(s).all()
+
+    def test_constant_column_is_handled(self, name, cancer):
+        Xtr, Xte, _ = cancer
+        Xtr = Xtr.copy()
+        Xte = Xte.copy()
+        Xtr[:, 4] = 1.0
+        Xte[:, 4] = 1.0
+        Xte[:5, 4] = 7.0  # constant in training, different at test time
+        s = _make(name).fit(Xtr).score(Xte)
+        assert np.isfinite(s).all()
