@@ -1,0 +1,433 @@
+"""The ``oddkit`` command.
+
+::
+
+    oddkit demo                          # benchmark on bundled offline data, write a report
+    oddkit bench tabular --data DIR      # ADB-dev on every table file in DIR (resumable)
+    oddkit detectors                     # the registered detectors
+    oddkit fit --data FILE --detector knn --out model/
+    oddkit score --model model/ --data FILE --out scores.csv
+
+Errors a user can cause (an :class:`~oddkit.errors.OddkitError`, a missing file) print
+one line ``error: ...`` on stderr and exit with code 2; a traceback is shown only with
+``oddkit --debug ...`` or ``ODDKIT_DEBUG=1``. Ctrl-C during a benchmark exits with 130
+and keeps every finished cell (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import typer
+
+from .errors import CalibrationError, DataError, FeatureMismatchError, OddkitError, ParamError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Detectors left out of the default benchmark list: ``pyod`` is an adapter whose
+#: default wraps a method oddkit already has, and ``kde`` is slow in high dimension.
+DEFAULT_EXCLUDED = ("pyod", "kde")
+#: Bundled sets the demo runs on (``digits_k`` variants would repeat ``digits``).
+DEMO_DATASETS = ("breast_cancer", "digits", "wine")
+DEFAULT_SEEDS = "0,1,2"
+STORE_NAME = "results.jsonl"
+FIT_INFO = "oddkit-fit.json"
+
+app = typer.Typer(
+    name="oddkit",
+    help="Anomaly, novelty and out-of-distribution detection: benchmark, fit, score.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(
+    help="Benchmarks under the protocols of docs/protocols.md.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(bench_app, name="bench")
+
+_STATE = {"debug": False}
+
+
+def main() -> None:
+    """Console entry point (``oddkit = "oddkit.cli:main"``)."""
+    app()
+
+
+# --------------------------------------------------------------------------- errors
+def _debug() -> bool:
+    return _STATE["debug"] or os.environ.get("ODDKIT_DEBUG", "") not in ("", "0")
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn user errors into ``error: ...`` + exit code 2 (tracebacks only in debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (OddkitError, OSError) as exc:
+            if _debug():
+                raise
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            if _debug():
+                raise
+            typer.echo(
+                "interrupted: finished cells are saved; rerun the same command to resume.",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or text}: {exc.filename}"
+    return text or type(exc).__name__
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """oddkit: one contract for anomaly / novelty / OOD detectors."""
+    _STATE["debug"] = debug
+
+
+# --------------------------------------------------------------------------- helpers
+def default_detectors() -> list[str]:
+    """Every registered tabular detector except :data:`DEFAULT_EXCLUDED` (the one default list)."""
+    from .detectors import list_detectors
+
+    return [
+        info.name
+        for info in list_detectors()
+        if info.name not in DEFAULT_EXCLUDED and set(info.inputs) <= {"features"}
+    ]
+
+
+def _specs(detectors: str | None) -> list[Any]:
+    from .bench.runner import parse_spec_list, resolve_specs
+
+    return resolve_specs(parse_spec_list(detectors) if detectors else default_detectors())
+
+
+def _seeds(text: str) -> list[int]:
+    out = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if not piece.isdigit():
+            raise ParamError(f"--seeds takes non-negative integers separated by commas, got {text!r}.")
+        out.append(int(piece))
+    if not out:
+        raise ParamError("--seeds is empty; pass e.g. --seeds 0,1,2.")
+    return out
+
+
+def _fresh_store(path: Path) -> None:
+    """Remove a previous run's store (only if it is an oddkit store) with its side files."""
+    from .bench.store import log_path_for, read_store, scores_dir_for
+
+    if not path.exists():
+        return
+    read_store(path)  # raises StoreError when the file is not ours: never delete it then
+    path.unlink()
+    log_path_for(path).unlink(missing_ok=True)
+    if scores_dir_for(path).is_dir():
+        shutil.rmtree(scores_dir_for(path))
+
+
+def _run_benchmark(
+    *,
+    title: str,
+    tables: list[Any],
+    specs: list[Any],
+    seeds: list[int],
+    protocol: Any,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    data_info: dict[str, Any],
+) -> None:
+    from .bench import collect, curves, leaderboard, run_grid, strip_scores
+    from .bench.provenance import file_entry
+    from .bench.store import log_path_for
+    from .report import leaderboard_text, write_report
+
+    store = out / STORE_NAME
+    prov = collect(
+        **protocol.metadata(),
+        **data_info,
+        resume=resume,
+        datasets=[
+            {**file_entry(t.source, t.fingerprint()), "name": t.name, "rows": t.n_rows,
+             "features": t.n_features, "anomaly_rate": t.anomaly_rate}
+            for t in tables
+        ],
+        seeds=seeds,
+        detectors=[{"name": s.display, "detector": s.name, "params": s.resolved} for s in specs],
+    )
+    start = time.perf_counter()
+    cells = run_grid(
+        tables, specs, seeds, protocol=protocol, store_path=store, progress=progress,
+        resume=resume, keep_scores=True, echo=typer.echo,
+    )
+    prov["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
+    board = leaderboard(cells)
+    curve_seed = 0 if 0 in seeds else seeds[0]
+    paths = write_report(
+        out, title=title, cells=strip_scores(cells), leaderboard=board, provenance=prov,
+        curves=curves(cells, seed=curve_seed),
+    )
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+    n_err = sum(c.get("status") == "error" for c in cells)
+    typer.echo("")
+    typer.echo(leaderboard_text(board))
+    typer.echo("")
+    typer.echo(
+        f"{len(cells)} cells ({len(tables)} data sets x {len(seeds)} seeds x {len(specs)} "
+        f"detectors), {n_err} errors" + (f"; tracebacks in {log_path_for(store)}" if n_err else "")
+    )
+    typer.echo(f"results: {paths['results_csv']}")
+    typer.echo(f"report: {paths['html']}")
+
+
+# --------------------------------------------------------------------------- demo
+@app.command()
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("oddkit-report"), "--out", help="Folder for the report."),
+    seeds: str = typer.Option(DEFAULT_SEEDS, "--seeds", help="Comma-separated split seeds."),
+    detectors: str | None = typer.Option(
+        None, "--detectors", help="Comma-separated specs, e.g. knn,lof:n_neighbors=10 (default: all tabular)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Benchmark detectors on bundled offline data (ADB-dev splits) and write a report."""
+    from .data import list_bundled, load_bundled
+    from .protocols import ADBDev
+
+    available = list_bundled()
+    names = [n for n in DEMO_DATASETS if n in available] or available
+    tables = [load_bundled(n) for n in names]
+    specs = _specs(detectors)
+    seed_list = _seeds(seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    _fresh_store(out / STORE_NAME)
+    typer.echo(
+        f"oddkit demo: {len(specs)} detectors on {len(tables)} bundled data sets "
+        f"({', '.join(names)}), seeds {seed_list}, protocol ADB-dev"
+    )
+    _run_benchmark(
+        title="oddkit demo: bundled data sets, ADB-dev splits",
+        tables=tables, specs=specs, seeds=seed_list, protocol=ADBDev(), out=out,
+        resume=False, progress=progress, data_info={"data": "bundled (scikit-learn, offline)"},
+    )
+
+
+# --------------------------------------------------------------------------- bench
+@bench_app.command("tabular")
+@friendly_errors
+def bench_tabular(
+    data: Path = typer.Option(..., "--data", help="Folder of table files (.npz, .mat, .csv, .parquet)."),
+    detectors: str | None = typer.Option(None, "--detectors", help="Comma-separated specs (default: all tabular)."),
+    seeds: str = typer.Option(DEFAULT_SEEDS, "--seeds", help="Comma-separated split seeds."),
+    out: Path = typer.Option(Path("oddkit-out"), "--out", help="Folder for the store and report."),
+    full: bool = typer.Option(False, "--full", help="ADB-dev-full: skip the 10,000-row cut."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip cells already in the store."),
+    label: str | None = typer.Option(None, "--label", help="Label column of CSV/Parquet files (default: auto)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """ADB-dev on every table file in --data; resumable, prints the leaderboard, writes a report."""
+    from .bench.runner import load_tables
+    from .data import load_folder
+    from .protocols import ADBDev
+
+    specs = _specs(detectors)
+    seed_list = _seeds(seeds)
+    protocol = ADBDev(full=full)
+    files = load_folder(data)
+    typer.echo(f"loading {len(files)} data files from {data} ...")
+    tables = load_tables(files, label=label)
+    typer.echo(
+        f"{protocol.name} v{protocol.version}: {len(tables)} data sets x {len(seed_list)} seeds x "
+        f"{len(specs)} detectors = {len(tables) * len(seed_list) * len(specs)} cells; store {out / STORE_NAME}"
+    )
+    _run_benchmark(
+        title=f"oddkit bench tabular: {protocol.name} on {data.name or data}",
+        tables=tables, specs=specs, seeds=seed_list, protocol=protocol, out=out,
+        resume=resume, progress=progress, data_info={"data": str(data)},
+    )
+
+
+# --------------------------------------------------------------------------- detectors
+@app.command("detectors")
+@friendly_errors
+def detectors_cmd() -> None:
+    """List the registered detectors: name, family, inputs, reference."""
+    from .detectors import list_detectors
+
+    rows = [("name", "family", "inputs", "reference")]
+    rows += [(i.name, i.family, ",".join(i.inputs), i.reference) for i in list_detectors()]
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    for n, row in enumerate(rows):
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row[:3], widths)) + "  " + row[3])
+        if n == 0:
+            typer.echo("  ".join("-" * w for w in widths) + "  " + "-" * 9)
+
+
+# --------------------------------------------------------------------------- fit / score
+@app.command()
+@friendly_errors
+def fit(
+    data: Path = typer.Option(..., "--data", help="Training table file."),
+    detector: str = typer.Option(..., "--detector", help="Detector spec, e.g. knn or knn:n_neighbors=10."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the fitted detector in."),
+    label: str | None = typer.Option(None, "--label", help="Label column (1 = anomaly); default: auto-detect."),
+    calibrate: float = typer.Option(
+        0.1, "--calibrate", help="Share of normal rows held out to calibrate a threshold (0 = none)."
+    ),
+    alpha: float = typer.Option(0.05, "--alpha", help="Target false-alarm rate of the threshold."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hold-out draw and randomised detectors."),
+) -> None:
+    """Fit a detector on the normal rows of a table and save it (optionally calibrated)."""
+    from .bench.runner import parse_spec
+    from .bench.provenance import collect
+    from .data import load_table
+    from .detectors import create
+
+    if not 0.0 <= calibrate < 1.0:
+        raise ParamError(f"--calibrate must be in [0, 1), got {calibrate}.")
+    spec = parse_spec(detector)
+    table = load_table(data, label=label)
+    X = _normal_rows(table)
+    params = dict(spec.params)
+    if spec.randomized:
+        params.setdefault("random_state", seed)
+    det = create(spec.name, **params)
+    X_fit, X_cal = _holdout(X, calibrate, seed)
+    det.fit(X_fit)
+    if X_cal is not None:
+        det.calibrate(X_cal, alpha=alpha)
+    det.save(out)
+    info = {
+        "data": Path(data).name,
+        "data_fingerprint": table.fingerprint(),
+        "feature_names": table.feature_names,
+        "n_features": table.n_features,
+        "detector": spec.display,
+        "n_fit": int(X_fit.shape[0]),
+        "n_calibration": 0 if X_cal is None else int(X_cal.shape[0]),
+        "alpha": alpha if X_cal is not None else None,
+        "seed": seed,
+        "provenance": collect(),
+    }
+    (Path(out) / FIT_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    cal = f", calibrated on {X_cal.shape[0]} held-out normal rows (alpha={alpha})" if X_cal is not None else ""
+    typer.echo(f"fitted {spec.display} on {X_fit.shape[0]} rows{cal}; saved to {out}")
+
+
+def _normal_rows(table: Any) -> np.ndarray:
+    if table.y is None:
+        typer.echo(f"no labels in {Path(table.source).name}: fitting on all {table.n_rows} rows.")
+        return table.X
+    normal = table.y == 0
+    if not normal.any():
+        raise DataError(f"{table.source}: every row is labelled anomalous; nothing normal to fit on.")
+    typer.echo(
+        f"labels found: fitting on the {int(normal.sum())} normal rows of {table.n_rows} "
+        f"(leaving out {int((~normal).sum())} labelled anomalies)."
+    )
+    return table.X[normal]
+
+
+def _holdout(X: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if share == 0.0:
+        return X, None
+    n_cal = int(round(share * X.shape[0]))
+    if n_cal < 1 or n_cal >= X.shape[0]:
+        raise CalibrationError(
+            f"--calibrate {share} of {X.shape[0]} normal rows leaves {n_cal} for calibration; "
+            "use more data, another share, or --calibrate 0."
+        )
+    order = np.random.default_rng(seed).permutation(X.shape[0])
+    return X[np.sort(order[n_cal:])], X[np.sort(order[:n_cal])]
+
+
+@app.command()
+@friendly_errors
+def score(
+    model: Path = typer.Option(..., "--model", help="Folder written by `oddkit fit`."),
+    data: Path = typer.Option(..., "--data", help="Table file to score."),
+    out: Path = typer.Option(Path("scores.csv"), "--out", help="CSV file to write."),
+) -> None:
+    """Score a table with a saved detector; write scores (+ decisions and p-values) as CSV."""
+    from .data import load_table
+    from .detectors import load
+
+    det = load(model)
+    info = _fit_info(model)
+    table = load_table(data, label=False)
+    X = _model_columns(table, info)
+    scores = det.score(X)
+    calibrated = det.is_calibrated
+    columns = ["row", "score"] + (["is_anomaly", "p_value"] if calibrated else [])
+    values: list[np.ndarray] = [np.arange(len(scores)), scores]
+    if calibrated:
+        values += [det.predict(X).astype(int), det.pvalues(X)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(zip(*[v.tolist() for v in values]))
+    flagged = f"; {int(values[2].sum())} flagged as anomalies" if calibrated else ""
+    typer.echo(f"wrote {len(scores)} scores to {out}{flagged}")
+
+
+def _fit_info(model: Path) -> dict[str, Any]:
+    file = Path(model) / FIT_INFO
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except ValueError:
+        return {}
+
+
+def _model_columns(table: Any, info: dict[str, Any]) -> np.ndarray:
+    """The fitted feature columns of ``table``, by name when both sides have names.
+
+    The scoring file is read without labels, so a label column present there is simply
+    not among the fitted features and is dropped here.
+    """
+    names = info.get("feature_names")
+    if not names or not table.feature_names:
+        return table.X
+    index = {n: j for j, n in enumerate(table.feature_names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise FeatureMismatchError(
+            f"{Path(table.source).name} lacks {len(missing)} column(s) the detector was fitted on: "
+            f"{missing[:10]}. Score a file with the training columns."
+        )
+    return table.X[:, [index[n] for n in names]]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,30 @@
+"""Benchmark protocols: one object per protocol defined in ``docs/protocols.md``.
+
+A protocol turns a data set and a seed into the exact train/test split the
+definition prescribes and carries the name and version recorded with every result,
+so that results from different protocol definitions are never mixed.
+
+>>> from oddkit.protocols import get_protocol
+>>> get_protocol("ADB-dev").version
+'1'
+"""
+
+from __future__ import annotations
+
+from ..errors import ParamError
+from .adb_dev import ADBDev, Split
+
+__all__ = ["ADBDev", "Split", "get_protocol", "list_protocols"]
+
+
+def list_protocols() -> list[str]:
+    """Names accepted by :func:`get_protocol`."""
+    return [ADBDev().name, ADBDev(full=True).name]
+
+
+def get_protocol(name: str) -> ADBDev:
+    """The protocol object registered under ``name`` (case-insensitive)."""
+    for candidate in (ADBDev(), ADBDev(full=True)):
+        if candidate.name.lower() == str(name).lower():
+            return candidate
+    raise ParamError(f"unknown protocol {name!r}; available: {', '.join(list_protocols())}.")
