@@ -17,7 +17,8 @@ How it works
    force on data centred at the training mean) or from a scipy kd-tree, which is far
    faster on low-dimensional data (always used up to :data:`KDTREE_MAX_DIM` features;
    between that and :data:`PROBE_MAX_DIM` features both are timed on a sample of the
-   training rows and the faster one is kept; the choice changes speed, never results).
+   training rows at the first search and the faster one is kept; the choice changes
+   speed, never results).
    ``index="hnsw"`` takes candidates from a FAISS HNSW graph instead (approximate).
 3. **Refinement.** The candidates' squared distances are recomputed in float64 as
    ``sum((x - y) ** 2)`` and sorted by (distance, group), so that results do not depend
@@ -54,7 +55,7 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 #: up to this many features the exact search always uses a kd-tree.
 KDTREE_MAX_DIM = 8
 #: up to this many features (and from PROBE_MIN_ROWS distinct rows) kd-tree and FAISS
-#: are both timed on PROBE_QUERIES training rows; above it FAISS is used.
+#: are both timed on PROBE_QUERIES training rows at the first search; above it FAISS is used.
 PROBE_MAX_DIM = 64
 PROBE_MIN_ROWS = 2048
 PROBE_QUERIES = 128
@@ -286,6 +287,7 @@ class NeighborIndex:
             )
 
 
+# --------------------------------------------------------------------------- exhaustive search
 class _GemmData:
     """The training rows as the exhaustive float64 search uses them."""
 
@@ -310,11 +312,13 @@ def _select(sq: np.ndarray, err: np.ndarray, take: int) -> np.ndarray:
     mask = sq <= tau + 2.0 * err[:, None]
     exact = err == 0.0
     if exact.any():
-        e_sq, e_tau = sq[exact], tau[exact]
-        below = e_sq < e_tau
-        at = e_sq == e_tau
-        room = take - below.sum(axis=1, keepdims=True)
-        mask[exact] = below | (at & (np.cumsum(at, axis=1) <= room))
+        at = (sq == tau) & exact[:, None]
+        mask &= ~at  # exact rows: strictly below the cut
+        room = take - mask.sum(axis=1)
+        rows, cols = np.nonzero(at)  # row-major: groups ascending within a row
+        first = np.searchsorted(rows, rows, side="left")
+        keep = np.arange(rows.size) - first < room[rows]
+        mask[rows[keep], cols[keep]] = True
     return mask
 
 
@@ -437,29 +441,36 @@ class _HNSW:
         return cand.astype(np.int64), None
 
 
+class _Probe:
+    """Times the kd-tree and FAISS on the first search, then keeps the faster one.
+
+    Which one wins depends on the data's intrinsic dimension and ties, not just on its
+    width. The sample is a stride of training rows and the number of neighbours is the
+    first search's. Both give the same neighbours: the (timing-dependent) choice never
+    changes a result.
+    """
+
+    def __init__(self, owner: NeighborIndex) -> None:
+        self.owner = owner
+        self.tree, self.flat = _KDTree(owner), _FlatFaiss(owner)
+
+    def candidates(self, Q: np.ndarray, need: int) -> Candidates:
+        stride = max(1, self.owner.n_unique // PROBE_QUERIES)
+        sample = self.owner.unique[::stride][:PROBE_QUERIES]
+        t_tree = _seconds(lambda: self.tree.candidates(sample, need))
+        t_flat = _seconds(lambda: self.flat.candidates(sample, need))
+        self.owner._backend = self.tree if t_tree < t_flat else self.flat
+        return self.owner._backend.candidates(Q, need)
+
+
 def _make_backend(owner: NeighborIndex, kind: str, hnsw_m: int, ef_search: int) -> Any:
     if kind == "hnsw":
         return _HNSW(owner, hnsw_m, ef_search)
     if owner.dim <= KDTREE_MAX_DIM:
         return _KDTree(owner)
     if owner.dim <= PROBE_MAX_DIM and owner.n_unique >= PROBE_MIN_ROWS:
-        return _faster_exact_backend(owner)
+        return _Probe(owner)
     return _FlatFaiss(owner)
-
-
-def _faster_exact_backend(owner: NeighborIndex) -> _KDTree | _FlatFaiss:
-    """Time the kd-tree and FAISS on a sample of training rows; keep the faster.
-
-    Which one wins depends on the data's intrinsic dimension, not just its width. Both
-    give the same neighbours, so the (timing-dependent) choice never changes a result.
-    """
-    tree, flat = _KDTree(owner), _FlatFaiss(owner)
-    stride = max(1, owner.n_unique // PROBE_QUERIES)
-    sample = owner.unique[::stride][:PROBE_QUERIES]
-    need = min(owner.n_unique, 11)
-    t_tree = min(_seconds(lambda: tree.candidates(sample, need)) for _ in range(2))
-    t_flat = min(_seconds(lambda: flat.candidates(sample, need)) for _ in range(2))
-    return tree if t_tree < t_flat else flat
 
 
 def _seconds(fn: Callable[[], Any]) -> float:
