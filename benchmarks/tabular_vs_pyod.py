@@ -14,6 +14,7 @@ both cores). Times are wall-clock (time.perf_counter).
 
     python benchmarks/tabular_vs_pyod.py                 # full run (about 15 minutes here)
     python benchmarks/tabular_vs_pyod.py --sets 6_cardio 23_mammography --seeds 0
+    python benchmarks/tabular_vs_pyod.py --detectors ecod ecod:aggregation=pyod
     python benchmarks/tabular_vs_pyod.py --scale         # full 16_http and 11_donors
 
 ``--scale`` fits kNN, ECOD and the ensemble on 70% of the full ``16_http`` and
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from oddkit import detectors  # noqa: E402
+from oddkit.bench.runner import parse_spec  # noqa: E402
 from oddkit.data import load_table  # noqa: E402
 from oddkit.data.splits import adb_dev_split  # noqa: E402
 from oddkit.metrics import aupr_out, auroc  # noqa: E402
@@ -66,9 +68,19 @@ def pyod_model(name: str, seed: int):
     return getattr(mod, cls)(**kwargs)
 
 
-def oddkit_model(name: str, seed: int):
-    params = {"random_state": seed} if detectors.get(name).randomized else {}
-    return detectors.create(name, **params)
+def oddkit_model(spec: str, seed: int):
+    """``spec`` is a registry name or ``name:key=value,...`` (the CLI's detector syntax)."""
+    parsed = parse_spec(spec)
+    params = dict(parsed.params)
+    if parsed.randomized:
+        params["random_state"] = seed
+    return detectors.create(parsed.name, **params)
+
+
+def pyod_name(spec: str) -> str | None:
+    """The PyOD counterpart of an oddkit spec (by registry name), or None."""
+    name = parse_spec(spec).name
+    return name if name in PAIRS else None
 
 
 def timed(fit, score, Xtr, Xte):
@@ -82,7 +94,7 @@ def timed(fit, score, Xtr, Xte):
 
 def run_cell(side: str, name: str, seed: int, Xtr, Xte, yte) -> dict:
     if side == "pyod":
-        m = pyod_model(name, seed)
+        m = pyod_model(pyod_name(name), seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             s, tf, ts = timed(m.fit, m.decision_function, Xtr, Xte)
@@ -106,7 +118,7 @@ def adb_dev(args) -> dict:
             Xtr, Xte, _, yte = adb_dev_split(table.X, table.y, seed)
             for name in names:
                 for side in ("oddkit", "pyod"):
-                    if side == "pyod" and name not in PAIRS:
+                    if side == "pyod" and pyod_name(name) is None:
                         continue
                     r = run_cell(side, name, seed, Xtr, Xte, yte)
                     rows.append({"dataset": f.stem, "seed": seed, "detector": name, "side": side, **r})
@@ -130,16 +142,16 @@ def summarise(result: dict) -> str:
     rows = result["rows"]
     lines = [
         f"ADB-dev: {len(result['files'])} data sets x seeds {result['seeds']}",
-        f"{'detector':10s} {'AUROC oddkit':>12s} {'AUROC PyOD':>11s} {'diff':>7s} "
+        f"{'detector':22s} {'AUROC oddkit':>12s} {'AUROC PyOD':>11s} {'diff':>7s} "
         f"{'AUPR-Out odk':>12s} {'AUPR-Out PyOD':>13s} {'median time ratio PyOD/oddkit':>30s}",
     ]
     best_pyod = (None, -1.0)
     for name in sorted({r["detector"] for r in rows}):
         a_o = dataset_means(rows, name, "oddkit", "auroc")
         p_o = dataset_means(rows, name, "oddkit", "aupr_out")
-        if name not in PAIRS:
+        if pyod_name(name) is None:
             lines.append(
-                f"{name:10s} {np.mean(list(a_o.values())):12.4f} {'-':>11s} {'':>7s} "
+                f"{name:22s} {np.mean(list(a_o.values())):12.4f} {'-':>11s} {'':>7s} "
                 f"{np.mean(list(p_o.values())):12.4f}"
             )
             continue
@@ -150,9 +162,9 @@ def summarise(result: dict) -> str:
         ratio = statistics.median(t_p[d] / max(t_o[d], 1e-9) for d in t_o)
         mo, mp_ = np.mean(list(a_o.values())), np.mean(list(a_p.values()))
         if mp_ > best_pyod[1]:
-            best_pyod = (name, mp_)
+            best_pyod = (pyod_name(name), mp_)
         lines.append(
-            f"{name:10s} {mo:12.4f} {mp_:11.4f} {mo - mp_:+7.4f} "
+            f"{name:22s} {mo:12.4f} {mp_:11.4f} {mo - mp_:+7.4f} "
             f"{np.mean(list(p_o.values())):12.4f} {np.mean(list(p_p.values())):13.4f} {ratio:30.2f}"
         )
     if best_pyod[0] is not None:
