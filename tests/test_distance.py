@@ -53,7 +53,7 @@ def _bundled(loader):
 
 
 DATASETS = {
-    "cardio": lambda: _adb_dev("6_cardio"),  # 21 features: FAISS path
+    "cardio": lambda: _adb_dev("6_cardio"),  # 21 features: GEMM path
     "mammography": lambda: _adb_dev("23_mammography"),  # 6 features, duplicates: kd-tree
     "breast_cancer": lambda: _bundled(load_breast_cancer),
     "wine": lambda: _bundled(load_wine),
@@ -102,7 +102,7 @@ def test_lof_other_k_equals_sklearn(data):
         _assert_scores_equal(s, -sk.score_samples(Xte), yte, f"{name} k={k}")
 
 
-@pytest.mark.parametrize("n_features", [4, 21])  # kd-tree and FAISS backends
+@pytest.mark.parametrize("n_features", [4, 21])  # kd-tree and GEMM backends
 def test_neighbors_equal_sklearn_brute_force(n_features):
     X, _ = load_breast_cancer(return_X_y=True)
     X = (X - X.mean(0)) / X.std(0)
@@ -192,7 +192,7 @@ def test_exhaustive_fallback_equals_certified_search():
     """The path taken by rows the float32 certificate rejects gives the same answer."""
     Xtr, Xte, _ = DATASETS["cardio"]()
     ix = NeighborIndex(Xtr)
-    assert type(ix._backend).__name__ == "_FlatFaiss"
+    assert type(ix._backend).__name__ == "_FlatGemm"
     for Q, own in ((Xte[:200], None), (ix.unique[:150], np.arange(150))):
         certified = ix._search(Q, 7, own)
         exhaustive = NeighborIndex(Xtr, memory_budget=1)._search_all(Q, 7, own)
@@ -200,17 +200,31 @@ def test_exhaustive_fallback_equals_certified_search():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("backend", ["kdtree", "faiss"])
+def test_float32_overflow_falls_back_to_exact_search():
+    """Queries too large for float32 squares: the GEMM certificate fails, the float64
+    exhaustive search answers, and the neighbours still equal scikit-learn's."""
+    Xtr, Xte, _ = DATASETS["cardio"]()
+    Q = np.concatenate([Xte[:5], Xte[5:10] * 1e40])  # beyond float32: inf and NaN there
+    ix = NeighborIndex(Xtr)
+    assert type(ix._backend).__name__ == "_FlatGemm"
+    d, i = ix.query(Q, 5)
+    d_ref, i_ref = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(Xtr).kneighbors(Q)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-9)
+    np.testing.assert_array_equal(i[:5], i_ref[:5])
+    assert np.isfinite(d).all()
+
+
+@pytest.mark.parametrize("backend", ["kdtree", "gemm"])
 def test_ties_broken_by_lower_index_on_a_grid(backend, monkeypatch):
     """Integer grid: many exactly tied distances; the k-th tie goes to the lower row index."""
-    if backend == "faiss":
+    if backend == "gemm":
         monkeypatch.setattr(_neighbors, "KDTREE_MAX_DIM", 0)
         monkeypatch.setattr(_neighbors, "PROBE_MAX_DIM", 0)
     g = np.arange(6.0)
     Xtr = np.stack(np.meshgrid(g, g, g, g, g, indexing="ij"), -1).reshape(-1, 5)  # 7776 x 5
     Xq = np.array([[2.0, 2.0, 2.0, 2.0, 2.0], [0.5, 0.0, 0.0, 0.0, 0.0]])
     ix = NeighborIndex(Xtr)
-    assert type(ix._backend).__name__ == {"kdtree": "_KDTree", "faiss": "_FlatFaiss"}[backend]
+    assert type(ix._backend).__name__ == {"kdtree": "_KDTree", "gemm": "_FlatGemm"}[backend]
     d, i = ix.query(Xq, 4)
     sq = ((Xq[:, None, :] - Xtr[None]) ** 2).sum(-1)
     ref = np.lexsort((np.broadcast_to(np.arange(len(Xtr)), sq.shape), sq), axis=1)[:, :4]

@@ -13,12 +13,14 @@ How it works
    reported as its rows in index order. Leaving a row "itself" out removes that row only,
    by index: its copies remain neighbours at distance 0, as in scikit-learn. Identical
    query rows are searched once.
-2. **Candidates** for the ``k`` nearest come from FAISS (``IndexFlatL2``: float32 brute
-   force on data centred at the training mean) or from a scipy kd-tree, which is far
-   faster on low-dimensional data (always used up to :data:`KDTREE_MAX_DIM` features;
-   between that and :data:`PROBE_MAX_DIM` features both are timed on a sample of the
-   training rows at the first search and the faster one is kept; the choice changes
-   speed, never results).
+2. **Candidates** for the ``k`` nearest come from a float32 brute force (one GEMM per
+   query chunk on data centred at the training mean, then a two-stage selection in
+   numpy, see :class:`_FlatGemm`) or from a scipy kd-tree, which is faster on
+   low-dimensional data (always used up to :data:`KDTREE_MAX_DIM` features; between
+   that and :data:`PROBE_MAX_DIM` features both are timed on a sample of the training
+   rows at the first search and the faster one is kept; the choice changes speed, never
+   results). Exact searches over at most :data:`EXHAUSTIVE_MAX_ROWS` distinct rows go
+   straight to step 4's exhaustive search.
    ``index="hnsw"`` takes candidates from a FAISS HNSW graph instead (approximate).
 3. **Refinement.** The candidates' squared distances are recomputed in float64 as
    ``sum((x - y) ** 2)`` and sorted by (distance, group), so that results do not depend
@@ -31,12 +33,16 @@ How it works
    exact k nearest; ties at the k-th distance go to the group whose first row comes first.
 
 Memory is bounded for any size: queries run in chunks whose temporary arrays stay under
-``memory_budget`` bytes (256 MiB by default), and FAISS tiles its own distance blocks
-(4,096 x 1,024); no ``n_query x n_train`` matrix is ever built.
+``memory_budget`` bytes (256 MiB by default, shared by the threads); no
+``n_query x n_train`` matrix is ever built. Chunks aim at :data:`CHUNK_BYTES` of
+temporaries: large enough that numpy's per-call costs do not dominate.
 
-Threads: FAISS (OpenMP) and the kd-tree use :func:`set_num_threads` threads (default:
-every core) for large searches and one thread for small ones, where start-up costs more
-than it saves.
+Threads: the chunks of a search run on a pool of :func:`set_num_threads` threads
+(default: every core), each single-threaded inside (BLAS limited to one thread with
+threadpoolctl); numpy releases the GIL in the heavy steps (GEMM, partitions, gathers).
+HNSW searches run their chunks one after the other, FAISS using the threads itself.
+Measured on ADB-dev (2 cores), this makes LOF's fit+score about 1.3x faster than
+PyOD's in median and KNN's about 2.9x (``tabular_vs_pyod.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -54,15 +61,25 @@ from ..errors import InputError, ParamError
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 #: up to this many features the exact search always uses a kd-tree.
 KDTREE_MAX_DIM = 8
-#: up to this many features (and from PROBE_MIN_ROWS distinct rows) kd-tree and FAISS
-#: are both timed on PROBE_QUERIES training rows at the first search; above it FAISS is used.
-PROBE_MAX_DIM = 64
+#: up to this many features (and from PROBE_MIN_ROWS distinct rows) kd-tree and GEMM
+#: are both timed on PROBE_QUERIES training rows at the first search; above it GEMM is used
+#: (on ADB-dev the GEMM wins from about 10 features on, with exceptions both ways).
+PROBE_MAX_DIM = 12
 PROBE_MIN_ROWS = 2048
 PROBE_QUERIES = 128
-#: extra FAISS candidates per query beyond the k (+1) needed, to absorb float32 rounding.
+#: extra float32 candidates per query beyond the k (+1) needed, to absorb rounding and ties.
 FLAT_MARGIN = 5
 #: below this many multiply-adds (queries x training rows x features) search is single-threaded.
 SMALL_WORK = 1e7
+#: centred training rows up to this norm are searched in float32 (squares cannot overflow).
+F32_SAFE_NORM = 1e17
+#: target size of one query chunk's temporaries, and the fewest rows a chunk has (budget permitting).
+CHUNK_BYTES = 32 * 2**20
+MIN_CHUNK_ROWS = 64
+#: searches of at least this many query rows are spread over every thread.
+POOL_MIN_ROWS = 1024
+#: exact searches over at most this many distinct training rows go straight to the exhaustive search.
+EXHAUSTIVE_MAX_ROWS = 200
 
 IndexKind = Literal["flat", "hnsw"]
 #: ``candidates(Q, need)`` of a backend: (candidate groups, at least ``need`` per row unless
@@ -73,11 +90,12 @@ Candidates = tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]
 _UNIT32 = 2.0**-24  # unit round-off of float32
 _UNIT64 = 2.0**-53
 _num_threads: int | None = None
+_CPU_COUNT = os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- threads
 def set_num_threads(n: int | None) -> None:
-    """Threads for neighbour search (FAISS OpenMP and kd-tree workers); None = all cores."""
+    """Threads for neighbour search (chunk pool, FAISS OpenMP, kd-tree workers); None = all cores."""
     global _num_threads
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ParamError(f"the number of threads must be a positive integer or None, got {n!r}.")
@@ -86,16 +104,34 @@ def set_num_threads(n: int | None) -> None:
 
 def get_num_threads() -> int:
     """Threads a large neighbour search uses."""
-    return _num_threads or (os.cpu_count() or 1)
+    return _num_threads or _CPU_COUNT
 
 
-def _threads_for(work: float) -> int:
-    return 1 if work < SMALL_WORK else get_num_threads()
+def _threads_for(work: float, owner: NeighborIndex | None = None) -> int:
+    """Threads for one backend call: 1 for small work or inside a pooled chunk."""
+    if work < SMALL_WORK or (owner is not None and owner._pooled):
+        return 1
+    return get_num_threads()
+
+
+_blas_controller: Any = None
+
+
+@contextmanager
+def _blas_threads(n: int) -> Iterator[None]:
+    """BLAS limited to ``n`` threads (threadpoolctl, a scikit-learn dependency)."""
+    global _blas_controller
+    from threadpoolctl import ThreadpoolController
+
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=n, user_api="blas"):
+        yield
 
 
 @contextmanager
 def _faiss_settings(n_threads: int) -> Iterator[None]:
-    """FAISS with ``n_threads`` OpenMP threads and its BLAS path from 20 queries on.
+    """FAISS (HNSW) with ``n_threads`` OpenMP threads and its BLAS path from 20 queries on.
 
     faiss-cpu 1.15 computes distances pair by pair below 128,000 queries, which is about
     twice as slow as its GEMM path at our sizes. Both settings are restored afterwards.
@@ -143,6 +179,7 @@ class NeighborIndex:
         self.mean = self.unique.mean(axis=0)
         self._backend = _make_backend(self, index, int(hnsw_m), int(hnsw_ef_search))
         self._gemm_cache: _GemmData | None = None
+        self._pooled = False  # True while chunks run on a thread pool
 
     # ------------------------------------------------------------------ public
     def query(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,12 +190,14 @@ class NeighborIndex:
             raise InputError(f"queries must have shape (n, {self.dim}), got {X.shape}.")
         dist = np.empty((X.shape[0], k))
         idx = np.empty((X.shape[0], k), dtype=np.int64)
-        step = self._rows_per_chunk(k)
-        for lo in range(0, X.shape[0], step):
-            distinct, inverse = _distinct_rows(X[lo : lo + step])
+
+        def chunk(lo: int, hi: int) -> None:
+            distinct, inverse = _distinct_rows(X[lo:hi])
             d, grp, rank = self._search(distinct, k, None)
-            dist[lo : lo + step] = d[inverse]
-            idx[lo : lo + step] = self.groups.rows(grp[inverse], rank[inverse])
+            dist[lo:hi] = d[inverse]
+            idx[lo:hi] = self.groups.rows(grp[inverse], rank[inverse])
+
+        self._run_chunks(chunk, X.shape[0], self._rows_per_chunk(k))
         return dist, idx
 
     def query_self(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +206,40 @@ class NeighborIndex:
         dist = np.empty((self.n_unique, k))
         grp = np.empty((self.n_unique, k), dtype=np.int64)
         rank = np.empty((self.n_unique, k), dtype=np.int64)
-        step = self._rows_per_chunk(k + 1)
-        for lo in range(0, self.n_unique, step):
-            own = np.arange(lo, min(lo + step, self.n_unique))
-            dist[own], grp[own], rank[own] = self._search(self.unique[own], k, own)
+
+        def chunk(lo: int, hi: int) -> None:
+            own = np.arange(lo, hi)
+            dist[lo:hi], grp[lo:hi], rank[lo:hi] = self._search(self.unique[lo:hi], k, own)
+
+        self._run_chunks(chunk, self.n_unique, self._rows_per_chunk(k + 1))
         return self.groups.expand_self(dist, grp, rank)
+
+    def _run_chunks(self, fn: Callable[[int, int], None], n: int, step: int) -> None:
+        """``fn(lo, hi)`` over consecutive chunks of ``n`` rows, on a thread pool if it pays.
+
+        From POOL_MIN_ROWS rows on, chunks are cut so that each thread gets at least two
+        (below it, pooling small chunks costs more than it saves). While the backend is
+        still a :class:`_Probe`, the first chunk runs alone (it picks the backend); the
+        chunks run on :func:`get_num_threads` threads, each single-threaded inside (BLAS
+        and backends), since numpy releases the GIL in the heavy steps. Chunks write
+        disjoint rows of preallocated results, so the order does not matter.
+        """
+        threads = get_num_threads()
+        if n >= POOL_MIN_ROWS:  # two chunks per thread
+            step = min(step, -(-n // (2 * threads)))
+        bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+        if isinstance(self._backend, _Probe):
+            fn(*bounds.pop(0))
+        if threads <= 1 or len(bounds) <= 1 or not getattr(self._backend, "poolable", False):
+            for lo, hi in bounds:
+                fn(lo, hi)
+            return
+        self._pooled = True
+        try:
+            with _blas_threads(1), ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda b: fn(*b), bounds))
+        finally:
+            self._pooled = False
 
     # ------------------------------------------------------------------ search
     def _search(
@@ -180,7 +248,11 @@ class NeighborIndex:
         """k nearest of distinct rows ``Q`` as (distance, group, rank within group).
 
         ``own`` gives, for a self query, each row's own group (one copy is left out).
+        Small exact indexes skip the candidates: the exhaustive float64 search costs
+        them little more than the float32 one, and needs no second pass on ties.
         """
+        if self.n_unique <= EXHAUSTIVE_MAX_ROWS and not isinstance(self._backend, _HNSW):
+            return self._search_all(Q, k, own)
         cand, lower = self._backend.candidates(Q, k + (own is not None))
         dist, grp, rank, kth_sq = self._refine(Q, cand, k, own)
         failed = ~np.isfinite(kth_sq)  # fewer than k candidates (HNSW can return fewer)
@@ -202,21 +274,21 @@ class NeighborIndex:
         """
         valid = cand >= 0
         cand = np.where(valid, cand, 0)
-        sq = exact_sq_dist(Q[:, None, :], self.unique[cand])
+        sq = exact_sq_dist(Q[:, None, :], self.unique[cand], overwrite_b=True)
         sq[~valid] = np.inf
         cnt = np.where(valid, self.groups.counts[cand], 0)
         if own is not None:
             cnt -= valid & (cand == own[:, None])
         order = _order_by_distance_then_group(sq, cand)
-        sq = np.take_along_axis(sq, order, axis=1)
-        cand = np.take_along_axis(cand, order, axis=1)
-        cnt = np.take_along_axis(cnt, order, axis=1)
+        sq = _take(sq, order)
+        cand = _take(cand, order)
+        cnt = _take(cnt, order)
         pos, rank = _fill_slots(cnt, k)
         short = pos[:, -1] >= cand.shape[1]
         pos = np.minimum(pos, cand.shape[1] - 1)
-        d_sq = np.take_along_axis(sq, pos, axis=1)
+        d_sq = _take(sq, pos)
         kth_sq = np.where(short, np.inf, d_sq[:, -1])
-        return np.sqrt(d_sq), np.take_along_axis(cand, pos, axis=1), rank, kth_sq
+        return np.sqrt(d_sq), _take(cand, pos), rank, kth_sq
 
     def _search_all(
         self, Q: np.ndarray, k: int, own: np.ndarray | None
@@ -232,7 +304,7 @@ class NeighborIndex:
         dist = np.empty((Q.shape[0], k))
         grp = np.empty((Q.shape[0], k), dtype=np.int64)
         rank = np.empty((Q.shape[0], k), dtype=np.int64)
-        step = max(1, self.memory_budget // (32 * self.n_unique))
+        step = max(1, self.memory_budget // (32 * self.n_unique * get_num_threads()))
         for lo in range(0, Q.shape[0], step):
             part = Q[lo : lo + step]
             sq, err = self._gemm_sq_dist(part)
@@ -271,10 +343,13 @@ class NeighborIndex:
 
     # ------------------------------------------------------------------ helpers
     def _rows_per_chunk(self, k: int) -> int:
-        """Query rows per chunk so that the per-chunk temporaries fit the memory budget."""
+        """Query rows per chunk: temporaries near CHUNK_BYTES (cache-friendly), at least
+        MIN_CHUNK_ROWS rows, and never over the memory budget (shared by the threads)."""
         m = min(self.n_unique, k + 1 + FLAT_MARGIN)
-        per_row = m * (24 * self.dim + 8 * k + 96)
-        return max(1, self.memory_budget // per_row)
+        per_row = m * (24 * self.dim + 8 * k + 96) + self._backend.bytes_per_row(m)
+        rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // per_row)
+        budget = self.memory_budget // get_num_threads()  # chunks may run side by side
+        return max(1, min(rows, budget // per_row))
 
     @staticmethod
     def _check_k(k: Any, available: int, what: str) -> None:
@@ -364,44 +439,113 @@ class RowGroups:
 
 
 # --------------------------------------------------------------------------- backends
-class _FlatFaiss:
-    """FAISS brute force in float32 on centred data, certified by a rounding bound."""
+class _FlatGemm:
+    """Brute force: one GEMM per query chunk and a two-stage top-m selection in numpy.
+
+    The training rows, centred at their mean, are kept in float32 (float64 if float32
+    could overflow) as ``-2 y`` with their squared norms, so that one GEMM and one
+    addition give ``t(y) = |y|^2 - 2 q.y`` for every training row ``y``: the squared
+    distance less ``|q|^2``, which does not change the order within a query row.
+
+    Picking the m smallest of n values with ``np.argpartition`` over the whole row
+    costs more than the GEMM, so it is done in two stages. The n columns are cut into
+    ``nb`` strided blocks of ``b`` (block j holds columns j, j + nb, j + 2 nb, ...), and
+    the minimum of every block is one vectorised pass. The m blocks with the smallest
+    minima hold the m smallest values: each of them has a value at or below the m-th
+    smallest minimum, and no other block has one below it. The final partition then
+    runs over those ``m b`` values only; ``b ~ sqrt(n / m)`` balances the two stages.
+
+    Certificate: every value left out is at least the m-th selected one, ``f``; with
+    the float32 rounding bound ``c (|q| + |y|)^2`` on ``t(y)``, no row left out is within
+    the k-th distance ``r`` when ``|q|^2 + f - c (2 |q| + r)^2 > r^2``. Query rows so
+    large that ``t`` could overflow get no certificate (the exhaustive search answers).
+    """
 
     margin = FLAT_MARGIN
+    poolable = True
 
     def __init__(self, owner: NeighborIndex) -> None:
-        import faiss
-
         self.owner = owner
-        self.index = faiss.IndexFlatL2(owner.dim)
-        self.index.add(np.ascontiguousarray(owner.unique - owner.mean, dtype=np.float32))
-        self.c = gemm_error_factor(owner.dim, _UNIT32)
+        centred = owner.unique - owner.mean
+        self.norms_sq = np.einsum("ij,ij->i", centred, centred)
+        small = np.sqrt(self.norms_sq.max()) < F32_SAFE_NORM
+        self.dtype = np.float32 if small else np.float64
+        self.c = gemm_error_factor(owner.dim, _UNIT32 if small else _UNIT64)
+        self.rows = centred.astype(self.dtype)
+        # |t(y)| and every partial sum of it stay below (|q| + |y|)^2: no overflow below this
+        self.safe_q_norm = np.sqrt(np.finfo(self.dtype).max) / 4 - np.sqrt(self.norms_sq.max())
+        self._layouts: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def bytes_per_row(self, m: int) -> int:
+        """Temporary bytes per query row of :meth:`candidates` (for chunk sizes)."""
+        n, b = self.owner.n_unique, self._block_size(m)
+        return 4 * (n + b) + 8 * n // max(1, b) + 24 * m * b
 
     def candidates(self, Q: np.ndarray, need: int) -> Candidates:
-        m = min(self.owner.n_unique, need + self.margin)
+        n = self.owner.n_unique
+        m = min(n, need + self.margin)
+        if m == n:  # every training row is a candidate: nothing to certify
+            return np.broadcast_to(np.arange(n), (Q.shape[0], n)), None
         Qc = Q - self.owner.mean
-        work = float(Q.shape[0]) * self.owner.n_unique * self.owner.dim
-        with _faiss_settings(_threads_for(work)):
-            f, cand = self.index.search(np.ascontiguousarray(Qc, dtype=np.float32), m)
-        q_norm = np.sqrt(np.einsum("ij,ij->i", Qc, Qc))
-        f_last = f[:, -1].astype(np.float64)
+        q_sq = np.einsum("ij,ij->i", Qc, Qc)
+        b = self._block_size(m)
+        weights, norms, nb = self._layout(b)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: no certificate
+            t = np.matmul(Qc.astype(self.dtype), weights.T)
+            t += norms
+        if b > 1:
+            block_min = t.reshape(Q.shape[0], b, nb).min(axis=1)
+            blocks, _ = _smallest(block_min, m)
+            cols = (blocks[:, :, None] + nb * np.arange(b)).reshape(Q.shape[0], m * b)
+            t = _take(t, cols)
+        best, f_last = _smallest(t, m)
+        f_last = f_last.astype(np.float64)
+        cand = _take(cols, best) if b > 1 else best.astype(np.int64)
+        cand[cand >= n] = -1  # padding columns (chosen only when values overflow)
+        base = q_sq + f_last
+        q_norm = np.sqrt(q_sq)
+
+        safe = q_norm < self.safe_q_norm
 
         def lower(kth_sq: np.ndarray) -> np.ndarray:
-            # A row y left out that could lie within the k-th distance r has
-            # |y| <= |q| + r, so its computed distance is off by at most c (2|q| + r)^2.
-            return f_last - self.c * (2.0 * q_norm + np.sqrt(kth_sq)) ** 2
+            bound = base - self.c * (2.0 * q_norm + np.sqrt(kth_sq)) ** 2
+            return np.where(safe, bound, -np.inf)  # possible overflow: no proof
 
-        return cand.astype(np.int64), lower
+        return cand, lower
+
+    def _block_size(self, m: int) -> int:
+        """Block size b ~ 0.7 sqrt(n / m); 1 (a single partition) when blocks would not help.
+
+        The factor 0.7 (fewer gathered values, a longer first partition) measured a few
+        per cent faster than 1 on ADB-dev sets.
+        """
+        n = self.owner.n_unique
+        b = max(1, int(0.7 * np.sqrt(n / m) + 0.5))
+        return b if -(-n // b) > m else 1
+
+    def _layout(self, b: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """``-2 y`` and ``|y|^2`` padded to ``b * nb`` columns (padding: y = 0, |y|^2 = inf)."""
+        if b not in self._layouts:
+            n, d = self.rows.shape
+            nb = -(-n // b)
+            weights = np.zeros((nb * b, d), dtype=self.dtype)
+            weights[:n] = -2.0 * self.rows
+            norms = np.full(nb * b, np.inf, dtype=self.dtype)
+            norms[:n] = self.norms_sq
+            self._layouts[b] = (weights, norms, nb)
+        return self._layouts[b]
 
 
 class _KDTree:
     """scipy kd-tree on the distinct rows (float64 distances)."""
 
     margin = 3  # a few more candidates than needed, so that ties at the k-th are rarely cut
+    poolable = True
 
     def __init__(self, owner: NeighborIndex) -> None:
         from scipy.spatial import cKDTree
 
+        self.owner = owner
         self.tree = cKDTree(owner.unique, leafsize=16, balanced_tree=False)
         self.dim = owner.dim
         self.n_unique = owner.n_unique
@@ -411,10 +555,13 @@ class _KDTree:
     def candidates(self, Q: np.ndarray, need: int) -> Candidates:
         m = min(self.n_unique, need + self.margin)
         work = float(Q.shape[0]) * m * 64 * self.dim  # roughly: a few leaves per query
-        d, cand = self.tree.query(Q, k=m, workers=_threads_for(work))
+        d, cand = self.tree.query(Q, k=m, workers=_threads_for(work, self.owner))
         d = d.reshape(Q.shape[0], m)
         last_sq = d[:, -1] ** 2 * self.slack
         return cand.reshape(Q.shape[0], m).astype(np.int64), lambda kth_sq: last_sq
+
+    def bytes_per_row(self, m: int) -> int:
+        return 16 * m
 
 
 class _HNSW:
@@ -440,9 +587,12 @@ class _HNSW:
             _, cand = self.index.search(Qc, m)
         return cand.astype(np.int64), None
 
+    def bytes_per_row(self, m: int) -> int:
+        return 16 * m
+
 
 class _Probe:
-    """Times the kd-tree and FAISS on the first search, then keeps the faster one.
+    """Times the kd-tree and the GEMM search on the first search, then keeps the faster one.
 
     Which one wins depends on the data's intrinsic dimension and ties, not just on its
     width. The sample is a stride of training rows and the number of neighbours is the
@@ -452,15 +602,20 @@ class _Probe:
 
     def __init__(self, owner: NeighborIndex) -> None:
         self.owner = owner
-        self.tree, self.flat = _KDTree(owner), _FlatFaiss(owner)
+        self.tree, self.flat = _KDTree(owner), _FlatGemm(owner)
 
     def candidates(self, Q: np.ndarray, need: int) -> Candidates:
         stride = max(1, self.owner.n_unique // PROBE_QUERIES)
         sample = self.owner.unique[::stride][:PROBE_QUERIES]
+        self.tree.candidates(sample[:2], need)  # warm-up: the first call builds buffers
+        self.flat.candidates(sample[:2], need)
         t_tree = _seconds(lambda: self.tree.candidates(sample, need))
         t_flat = _seconds(lambda: self.flat.candidates(sample, need))
         self.owner._backend = self.tree if t_tree < t_flat else self.flat
         return self.owner._backend.candidates(Q, need)
+
+    def bytes_per_row(self, m: int) -> int:
+        return max(self.tree.bytes_per_row(m), self.flat.bytes_per_row(m))
 
 
 def _make_backend(owner: NeighborIndex, kind: str, hnsw_m: int, ef_search: int) -> Any:
@@ -470,7 +625,7 @@ def _make_backend(owner: NeighborIndex, kind: str, hnsw_m: int, ef_search: int) 
         return _KDTree(owner)
     if owner.dim <= PROBE_MAX_DIM and owner.n_unique >= PROBE_MIN_ROWS:
         return _Probe(owner)
-    return _FlatFaiss(owner)
+    return _FlatGemm(owner)
 
 
 def _seconds(fn: Callable[[], Any]) -> float:
@@ -480,13 +635,17 @@ def _seconds(fn: Callable[[], Any]) -> float:
 
 
 # --------------------------------------------------------------------------- utilities
-def exact_sq_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def exact_sq_dist(A: np.ndarray, B: np.ndarray, overwrite_b: bool = False) -> np.ndarray:
     """``sum((a - b) ** 2)`` over the last axis in float64, broadcasting ``A`` against ``B``.
 
     The one place where distances are computed exactly, so that every path (refinement of
-    candidates, the exhaustive search) gives bit-identical values.
+    candidates, the exhaustive search) gives bit-identical values. ``overwrite_b`` lets
+    the differences be written into ``B`` (a float64 temporary of the full shape).
     """
-    diff = np.subtract(B, A, dtype=np.float64)
+    if overwrite_b and B.dtype == np.float64 and B.shape == np.broadcast_shapes(A.shape, B.shape):
+        diff = np.subtract(B, A, out=B)
+    else:
+        diff = np.subtract(B, A, dtype=np.float64)
     return np.einsum("...j,...j->...", diff, diff)
 
 
@@ -499,13 +658,38 @@ def gemm_error_factor(dim: int, unit: float) -> float:
     return 1.1 * (dim + 5) * unit
 
 
+def _take(values: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``values[i, cols[i, j]]`` for 2-D arrays (``np.take_along_axis`` on axis 1, with
+    less per-call overhead)."""
+    return values[np.arange(values.shape[0])[:, None], cols]
+
+
+def _smallest(values: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of the ``m`` smallest values of each row (unordered), and the m-th value.
+
+    (Reading the columns off a mask at the m-th value from ``np.partition`` was tried:
+    it is slower once the mask step and ties are paid for.)
+    """
+    best = np.argpartition(values, m - 1, axis=1)[:, :m]
+    return best, _take(values, best).max(axis=1)
+
+
 def _order_by_distance_then_group(sq: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """Per-row order by (squared distance, group); a single sort when there are no ties."""
+    """Per-row order by (squared distance, group); a single sort when there are no ties.
+
+    With ties, each value's rank among the distinct distances of its row and its group
+    form one integer key, sorted once (cheaper than a two-key lexsort).
+    """
     order = np.argsort(sq, axis=1, kind="stable")
-    s = np.take_along_axis(sq, order, axis=1)
-    if not (s[:, 1:] == s[:, :-1]).any():
+    s = _take(sq, order)
+    new_value = s[:, 1:] != s[:, :-1]
+    if new_value.all():
         return order
-    return np.lexsort((cand, sq), axis=1)
+    rank = np.zeros(sq.shape, dtype=np.int64)
+    np.cumsum(new_value, axis=1, out=rank[:, 1:])
+    g = _take(cand, order)
+    key = rank * (int(g.max()) + 1) + g
+    return _take(order, np.argsort(key, axis=1, kind="stable"))
 
 
 def _fill_slots(cnt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -528,7 +712,7 @@ def _fill_slots(cnt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     row_start = np.concatenate(([0], np.cumsum(reps.sum(axis=1))[:-1]))
     pos = flat[row_start[:, None] + slots]
     before = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(cnt, axis=1)], axis=1)
-    return pos, slots - np.take_along_axis(before, pos, axis=1)
+    return pos, slots - _take(before, pos)
 
 
 def _stable_row_order(X: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Distance-based detectors: k-nearest-neighbour distance (KNN) and the local outlier factor (LOF).
 
 Both measure plain Euclidean distances in the input space and search neighbours with
-:class:`oddkit.detectors._neighbors.NeighborIndex` (exact by default: FAISS or a kd-tree
+:class:`oddkit.detectors._neighbors.NeighborIndex` (exact by default: a float32 GEMM or a kd-tree
 for candidates, float64 refinement, certified against float32 rounding; duplicates
 collapsed; memory bounded for any size). The fitted state is the training matrix plus,
 for LOF, two numbers per training row; the search index is rebuilt from it after
