@@ -343,8 +343,10 @@ def test_kde_equals_sklearn_and_pyod_at_the_default_bandwidth():
     key = "6_cardio" if ADB.is_dir() else "breast_cancer"
     Xtr, Xte = _standardise(*_data(key)[:2])
     ours = KDE().fit(Xtr).score(Xte)
-    np.testing.assert_allclose(ours, -KernelDensity().fit(Xtr).score_samples(Xte), rtol=1e-7)
-    np.testing.assert_allclose(ours, PyodKDE().fit(Xtr).decision_function(Xte), rtol=1e-7)
+    # 2e-6: scikit-learn's tree is approximate even with zero tolerances (7.7e-7 relative
+    # measured on breast cancer); exactness of ours is checked against brute force above.
+    np.testing.assert_allclose(ours, -KernelDensity().fit(Xtr).score_samples(Xte), rtol=2e-6)
+    np.testing.assert_allclose(ours, PyodKDE().fit(Xtr).decision_function(Xte), rtol=2e-6)
 
 
 def test_kde_blocks_bound_memory_without_changing_scores(monkeypatch):
