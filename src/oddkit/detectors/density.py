@@ -24,7 +24,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import linalg, special, stats
+from scipy import linalg, special
 
 from ..errors import InputError, ParamError
 from .base import (
@@ -107,6 +107,8 @@ class _EcdfTailDetector(Detector):
 
 def _column_skewness(X: np.ndarray) -> np.ndarray:
     """Biased sample skewness per column (``scipy.stats.skew``), 0 where undefined."""
+    from scipy import stats  # deferred: importing scipy.stats costs ~0.7 s at start-up
+
     if X.shape[0] < 2:
         return np.zeros(X.shape[1])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
