@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import typer
 
-from .errors import CalibrationError, DataError, FeatureMismatchError, OddkitError, ParamError
+from .errors import CalibrationError, DataError, FeatureMismatchError, OddkitError, ParamError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,7 +79,7 @@ def friendly_errors(fn: F) -> F:
         except (OddkitError, OSError) as exc:
             if _debug():
                 raise
-            typer.echo(f"error: {_one_line(exc)}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             if _debug():
@@ -91,13 +91,6 @@ def friendly_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, OSError) and exc.filename is not None:
-        text = f"{exc.strerror or text}: {exc.filename}"
-    return text or type(exc).__name__
 
 
 @app.callback()

@@ -13,6 +13,20 @@ class OddkitError(Exception):
     """Base class of every error oddkit raises on purpose."""
 
 
+def one_line(exc: BaseException, *, with_type: bool = False) -> str:
+    """An exception as one line of text (white space folded) for terminals and records.
+
+    ``OSError`` shows its reason and file name; ``with_type`` prefixes the class name
+    (useful in stored results, where the kind of failure matters).
+    """
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or text}: {exc.filename}"
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if with_type else text
+
+
 class InputError(OddkitError, ValueError):
     """The data passed in is unusable (wrong shape, wrong dtype, ...)."""
 

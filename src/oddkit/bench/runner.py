@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import DataError, OddkitError, ParamError
+from ..errors import DataError, OddkitError, ParamError, one_line
 from ..protocols import ADBDev, get_protocol
 from .store import ResultStore, canonical_params, cell_key
 
@@ -420,7 +420,7 @@ def run_cell(
         score_s = time.perf_counter() - t0
         metrics = evaluate(split.y_test, scores)
     except Exception as exc:  # noqa: BLE001 - any failure of one cell must not stop the grid
-        cell.update(status="error", error=_one_line(exc), fit_seconds=fit_s, score_seconds=score_s)
+        cell.update(status="error", error=one_line(exc, with_type=True), fit_seconds=fit_s, score_seconds=score_s)
         if store is not None:
             store.log_error(_traceback_entry(cell))
         return cell, None
@@ -456,11 +456,6 @@ def _cell_header(table: Any, fingerprint: str, split: Any, spec: DetectorSpec, p
         "oddkit_version": __version__,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _traceback_entry(cell: dict[str, Any]) -> str:
