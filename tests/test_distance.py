@@ -3,7 +3,8 @@
 Reference implementations on the same inputs: PyOD 3.6.7 ``KNN`` / ``LOF`` and
 scikit-learn's ``NearestNeighbors`` / ``LocalOutlierFactor(novelty=True)``.
 Data: ADBench cardio and mammography (ADB-dev 70/30 split) from ../shared, and
-scikit-learn's bundled breast-cancer and wine sets.
+scikit-learn's bundled breast-cancer and wine sets. Every test runs twice: with the
+compiled kernels of the search and with the numpy path used where they are not built.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ DATASETS = {
     "breast_cancer": lambda: _bundled(load_breast_cancer),
     "wine": lambda: _bundled(load_wine),
 }
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def kernels(request, monkeypatch):
+    """Every test runs with the compiled kernels (_knn_native) and with the numpy path."""
+    if request.param == "compiled":
+        if _neighbors._native is None:
+            pytest.skip("compiled kernels not built (no C compiler at install)")
+    else:
+        monkeypatch.setattr(_neighbors, "_native", None)
+    return request.param
 
 
 @pytest.fixture(scope="module", params=sorted(DATASETS))

@@ -14,11 +14,11 @@ How it works
    by index: its copies remain neighbours at distance 0, as in scikit-learn. Identical
    query rows are searched once.
 2. **Candidates** for the ``k`` nearest come from a float32 brute force (one GEMM per
-   query chunk on data centred at the training mean, then a two-stage selection in
-   numpy, see :class:`_FlatGemm`) or from a scipy kd-tree, which is faster on
-   low-dimensional data (always used up to :data:`KDTREE_MAX_DIM` features; between
-   that and :data:`PROBE_MAX_DIM` features both are timed on a sample of the training
-   rows at the first search and the faster one is kept; the choice changes speed, never
+   query chunk, then a selection of the smallest values of each row, see
+   :class:`_FlatGemm`) or from a scipy kd-tree, which is faster on low-dimensional data
+   (always used up to :data:`KDTREE_MAX_DIM` features; between that and
+   :data:`PROBE_MAX_DIM` features both are timed on a sample of the training rows
+   before the first search and the faster one is kept; the choice changes speed, never
    results). Exact searches over at most :data:`EXHAUSTIVE_MAX_ROWS` distinct rows go
    straight to step 4's exhaustive search.
    ``index="hnsw"`` takes candidates from a FAISS HNSW graph instead (approximate).
@@ -32,17 +32,27 @@ How it works
    every training row, in float64 with its own error bound. Results are therefore the
    exact k nearest; ties at the k-th distance go to the group whose first row comes first.
 
+Compiled kernels. The selection of step 2 and the refinement of step 3 run in C
+(``_knn_native.c``, built by ``setup.py`` when a C compiler is present): one pass over
+each row of the GEMM result instead of several numpy passes, and no gathered copies of
+the candidate rows. With them, small-integer data (binary features, counts) are searched
+in exact float32 arithmetic and need no certificate (see :class:`_FlatGemm`). Without a
+compiler the extension is skipped at install and numpy does the same work (``_native``
+is then None): the same neighbours, distances equal to a few units of round-off (the
+two paths sum squares in different orders), about 1.5x slower.
+
 Memory is bounded for any size: queries run in chunks whose temporary arrays stay under
 ``memory_budget`` bytes (256 MiB by default, shared by the threads); no
 ``n_query x n_train`` matrix is ever built. Chunks aim at :data:`CHUNK_BYTES` of
-temporaries: large enough that numpy's per-call costs do not dominate.
+temporaries: large enough that per-call costs (numpy's, BLAS packing) do not dominate.
 
-Threads: the chunks of a search run on a pool of :func:`set_num_threads` threads
-(default: every core), each single-threaded inside (BLAS limited to one thread with
-threadpoolctl); numpy releases the GIL in the heavy steps (GEMM, partitions, gathers).
-HNSW searches run their chunks one after the other, FAISS using the threads itself.
-Measured on ADB-dev (2 cores), this makes LOF's fit+score about 1.3x faster than
-PyOD's in median and KNN's about 2.9x (``tabular_vs_pyod.py``).
+Threads: the chunks of a search run on a pool of :func:`set_num_threads` threads kept
+for the process (default: every core), each single-threaded inside (BLAS limited to one
+thread with threadpoolctl); numpy and the compiled kernels release the GIL in the heavy
+steps. kd-tree and HNSW searches run their chunks one after the other, the tree or FAISS
+using the threads itself. Measured on ADB-dev (2 cores, ``tabular_vs_pyod.py``), LOF's
+fit+score is about 2.2x faster than PyOD's in median and KNN's about 3x; see
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -57,6 +67,11 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import InputError, ParamError
+
+try:  # compiled kernels (setup.py); optional: without a C compiler numpy does the same work
+    from . import _knn_native as _native
+except ImportError:  # pragma: no cover - depends on the install
+    _native = None
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 #: up to this many features the exact search always uses a kd-tree.
@@ -80,6 +95,8 @@ MIN_CHUNK_ROWS = 64
 POOL_MIN_ROWS = 1024
 #: exact searches over at most this many distinct training rows go straight to the exhaustive search.
 EXHAUSTIVE_MAX_ROWS = 200
+
+_EMPTY_INT = np.empty(0, dtype=np.int64)
 
 IndexKind = Literal["flat", "hnsw"]
 #: ``candidates(Q, need)`` of a backend: (candidate groups, at least ``need`` per row unless
@@ -112,6 +129,17 @@ def _threads_for(work: float, owner: NeighborIndex | None = None) -> int:
     if work < SMALL_WORK or (owner is not None and owner._pooled):
         return 1
     return get_num_threads()
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A thread pool of ``threads`` workers, kept for the process (starting threads costs
+    milliseconds per search otherwise)."""
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="oddkit-knn")
+    return _pools[threads]
 
 
 _blas_controller: Any = None
@@ -191,6 +219,8 @@ class NeighborIndex:
         dist = np.empty((X.shape[0], k))
         idx = np.empty((X.shape[0], k), dtype=np.int64)
 
+        self._settle_backend(k)
+
         def chunk(lo: int, hi: int) -> None:
             distinct, inverse = _distinct_rows(X[lo:hi])
             d, grp, rank = self._search(distinct, k, None)
@@ -206,6 +236,7 @@ class NeighborIndex:
         dist = np.empty((self.n_unique, k))
         grp = np.empty((self.n_unique, k), dtype=np.int64)
         rank = np.empty((self.n_unique, k), dtype=np.int64)
+        self._settle_backend(k + 1)
 
         def chunk(lo: int, hi: int) -> None:
             own = np.arange(lo, hi)
@@ -214,30 +245,33 @@ class NeighborIndex:
         self._run_chunks(chunk, self.n_unique, self._rows_per_chunk(k + 1))
         return self.groups.expand_self(dist, grp, rank)
 
+    def _settle_backend(self, need: int) -> None:
+        """Let a :class:`_Probe` pick its backend (timed on a sample) before a search starts."""
+        if isinstance(self._backend, _Probe) and self.n_unique > EXHAUSTIVE_MAX_ROWS:
+            self._backend = self._backend.choose(need)
+
     def _run_chunks(self, fn: Callable[[int, int], None], n: int, step: int) -> None:
         """``fn(lo, hi)`` over consecutive chunks of ``n`` rows, on a thread pool if it pays.
 
         From POOL_MIN_ROWS rows on, chunks are cut so that each thread gets at least two
-        (below it, pooling small chunks costs more than it saves). While the backend is
-        still a :class:`_Probe`, the first chunk runs alone (it picks the backend); the
-        chunks run on :func:`get_num_threads` threads, each single-threaded inside (BLAS
-        and backends), since numpy releases the GIL in the heavy steps. Chunks write
-        disjoint rows of preallocated results, so the order does not matter.
+        (below it, pooling small chunks costs more than it saves). The chunks run on
+        :func:`get_num_threads` threads of a pool kept for the process, each
+        single-threaded inside (BLAS and backends), since numpy and the compiled kernels
+        release the GIL in the heavy steps. Chunks write disjoint rows of preallocated
+        results, so the order does not matter.
         """
         threads = get_num_threads()
         if n >= POOL_MIN_ROWS:  # two chunks per thread
             step = min(step, -(-n // (2 * threads)))
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-        if isinstance(self._backend, _Probe):
-            fn(*bounds.pop(0))
         if threads <= 1 or len(bounds) <= 1 or not getattr(self._backend, "poolable", False):
             for lo, hi in bounds:
                 fn(lo, hi)
             return
         self._pooled = True
         try:
-            with _blas_threads(1), ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda b: fn(*b), bounds))
+            with _blas_threads(1):
+                list(_pool(threads).map(lambda b: fn(*b), bounds))
         finally:
             self._pooled = False
 
@@ -272,10 +306,11 @@ class NeighborIndex:
         Returns distances, groups and ranks within the group for the k slots, and the
         squared k-th distance (inf where the candidates hold fewer than k rows).
         """
+        if _native is not None:
+            return self._native_refine(Q, cand, k, own)
         valid = cand >= 0
+        sq = candidate_sq_dist(Q, self.unique, cand)
         cand = np.where(valid, cand, 0)
-        sq = exact_sq_dist(Q[:, None, :], self.unique[cand], overwrite_b=True)
-        sq[~valid] = np.inf
         cnt = np.where(valid, self.groups.counts[cand], 0)
         if own is not None:
             cnt -= valid & (cand == own[:, None])
@@ -290,6 +325,26 @@ class NeighborIndex:
         kth_sq = np.where(short, np.inf, d_sq[:, -1])
         return np.sqrt(d_sq), _take(cand, pos), rank, kth_sq
 
+    def _native_refine(
+        self, Q: np.ndarray, cand: np.ndarray | None, k: int, own: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_refine` by the compiled kernel; ``cand=None`` means every group."""
+        Q = np.ascontiguousarray(Q, dtype=np.float64)
+        n = Q.shape[0]
+        sq = np.empty((n, k))
+        grp = np.empty((n, k), dtype=np.int64)
+        rank = np.empty((n, k), dtype=np.int64)
+        kth_sq = np.empty(n)
+        every = cand is None
+        cand = _EMPTY_INT if every else np.ascontiguousarray(cand, dtype=np.int64)
+        own_arr = _EMPTY_INT if own is None else np.ascontiguousarray(own, dtype=np.int64)
+        m = 0 if every else cand.shape[1]
+        _native.refine(
+            Q, self.unique, cand, self.groups.counts, own_arr, own is not None,
+            n, m, self.dim, self.n_unique, k, every, sq, grp, rank, kth_sq,
+        )
+        return np.sqrt(sq), grp, rank, kth_sq
+
     def _search_all(
         self, Q: np.ndarray, k: int, own: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -300,6 +355,8 @@ class NeighborIndex:
         Where the GEMM values are exact (integer data), the selection is exact already
         and keeps only the ``k (+1)`` first groups by (distance, group).
         """
+        if _native is not None and self.n_unique <= EXHAUSTIVE_MAX_ROWS:
+            return self._native_refine(Q, None, k, own)[:3]  # direct, exact sums
         take = min(self.n_unique, k + (own is not None))
         dist = np.empty((Q.shape[0], k))
         grp = np.empty((Q.shape[0], k), dtype=np.int64)
@@ -346,7 +403,8 @@ class NeighborIndex:
         """Query rows per chunk: temporaries near CHUNK_BYTES (cache-friendly), at least
         MIN_CHUNK_ROWS rows, and never over the memory budget (shared by the threads)."""
         m = min(self.n_unique, k + 1 + FLAT_MARGIN)
-        per_row = m * (24 * self.dim + 8 * k + 96) + self._backend.bytes_per_row(m)
+        gathered = 0 if _native is not None else 24 * self.dim  # numpy refinement's copies
+        per_row = m * (gathered + 8 * k + 96) + 16 * self.dim + self._backend.bytes_per_row(m)
         rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // per_row)
         budget = self.memory_budget // get_num_threads()  # chunks may run side by side
         return max(1, min(rows, budget // per_row))
@@ -440,7 +498,7 @@ class RowGroups:
 
 # --------------------------------------------------------------------------- backends
 class _FlatGemm:
-    """Brute force: one GEMM per query chunk and a two-stage top-m selection in numpy.
+    """Brute force: one GEMM per query chunk and a two-stage top-m selection.
 
     The training rows, centred at their mean, are kept in float32 (float64 if float32
     could overflow) as ``-2 y`` with their squared norms, so that one GEMM and one
@@ -448,7 +506,8 @@ class _FlatGemm:
     distance less ``|q|^2``, which does not change the order within a query row.
 
     Picking the m smallest of n values with ``np.argpartition`` over the whole row
-    costs more than the GEMM, so it is done in two stages. The n columns are cut into
+    costs more than the GEMM, so it is done in two stages (in C when the compiled
+    kernels are built, in numpy otherwise). The n columns are cut into
     ``nb`` strided blocks of ``b`` (block j holds columns j, j + nb, j + 2 nb, ...), and
     the minimum of every block is one vectorised pass. The m blocks with the smallest
     minima hold the m smallest values: each of them has a value at or below the m-th
@@ -459,6 +518,14 @@ class _FlatGemm:
     the float32 rounding bound ``c (|q| + |y|)^2`` on ``t(y)``, no row left out is within
     the k-th distance ``r`` when ``|q|^2 + f - c (2 |q| + r)^2 > r^2``. Query rows so
     large that ``t`` could overflow get no certificate (the exhaustive search answers).
+
+    With the compiled selection (``_knn_native.smallest``), the m smallest are taken by
+    (value, column), and small-integer data (every ``|x| <= sqrt(2**24 / (4 d))``: binary
+    features, counts, grey levels) are not centred, so that every ``t(y)`` is exact in
+    float32. For such query rows the selection is already the exact answer, ties at the
+    k-th distance included (they go to the lower group, as in the exhaustive search),
+    and needs no certificate: tie-heavy binary data no longer fall back to the
+    exhaustive search row after row.
     """
 
     margin = FLAT_MARGIN
@@ -466,7 +533,17 @@ class _FlatGemm:
 
     def __init__(self, owner: NeighborIndex) -> None:
         self.owner = owner
-        centred = owner.unique - owner.mean
+        U = owner.unique
+        # small integers (binary, counts, pixel levels): float32 products and sums are exact
+        # when every |x| <= exact_limit, so the rows are not centred and ties stay ties
+        self.exact_limit = np.sqrt(2.0**24 / (4.0 * owner.dim))
+        self.exact = bool(
+            _native is not None
+            and np.abs(U).max() <= self.exact_limit
+            and (U == np.round(U)).all()
+        )
+        self.shift = np.zeros(owner.dim) if self.exact else owner.mean
+        centred = U - self.shift
         self.norms_sq = np.einsum("ij,ij->i", centred, centred)
         small = np.sqrt(self.norms_sq.max()) < F32_SAFE_NORM
         self.dtype = np.float32 if small else np.float64
@@ -486,32 +563,55 @@ class _FlatGemm:
         m = min(n, need + self.margin)
         if m == n:  # every training row is a candidate: nothing to certify
             return np.broadcast_to(np.arange(n), (Q.shape[0], n)), None
-        Qc = Q - self.owner.mean
+        Qc = Q - self.shift
         q_sq = np.einsum("ij,ij->i", Qc, Qc)
         b = self._block_size(m)
         weights, norms, nb = self._layout(b)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow: no certificate
-            t = np.matmul(Qc.astype(self.dtype), weights.T)
-            t += norms
-        if b > 1:
-            block_min = t.reshape(Q.shape[0], b, nb).min(axis=1)
-            blocks, _ = _smallest(block_min, m)
-            cols = (blocks[:, :, None] + nb * np.arange(b)).reshape(Q.shape[0], m * b)
-            t = _take(t, cols)
-        best, f_last = _smallest(t, m)
-        f_last = f_last.astype(np.float64)
-        cand = _take(cols, best) if b > 1 else best.astype(np.int64)
-        cand[cand >= n] = -1  # padding columns (chosen only when values overflow)
+        if _native is not None:  # b == 1: no padding
+            cand, f_last = self._native_candidates(Qc, weights, norms, m)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow: no certificate
+                t = np.matmul(Qc.astype(self.dtype), weights.T)
+                t += norms
+            if b > 1:
+                block_min = t.reshape(Q.shape[0], b, nb).min(axis=1)
+                blocks, _ = _smallest(block_min, m)
+                cols = (blocks[:, :, None] + nb * np.arange(b)).reshape(Q.shape[0], m * b)
+                t = _take(t, cols)
+            best, f_last = _smallest(t, m)
+            f_last = f_last.astype(np.float64)
+            cand = _take(cols, best) if b > 1 else best.astype(np.int64)
+            cand[cand >= n] = -1  # padding columns (chosen only when values overflow)
         base = q_sq + f_last
         q_norm = np.sqrt(q_sq)
 
         safe = q_norm < self.safe_q_norm
+        exact = np.zeros(Q.shape[0], dtype=bool)
+        if self.exact:  # exact values, ties to the lower group: the selection is the answer
+            exact = (np.abs(Q).max(axis=1) <= self.exact_limit) & (Q == np.round(Q)).all(axis=1)
 
         def lower(kth_sq: np.ndarray) -> np.ndarray:
             bound = base - self.c * (2.0 * q_norm + np.sqrt(kth_sq)) ** 2
-            return np.where(safe, bound, -np.inf)  # possible overflow: no proof
+            bound = np.where(safe, bound, -np.inf)  # possible overflow: no proof
+            return np.where(exact, np.inf, bound)
 
         return cand, lower
+
+    def _native_candidates(
+        self, Qc: np.ndarray, weights: np.ndarray, norms: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates by one GEMM and the compiled selection.
+
+        (GEMM blocks small enough to stay in cache for the selection were measured
+        slower: BLAS repacks the training rows at every call.)
+        """
+        n_q, n = Qc.shape[0], weights.shape[0]
+        cand = np.empty((n_q, m), dtype=np.int64)
+        f_last = np.empty(n_q, dtype=self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: no certificate
+            t = np.matmul(Qc.astype(self.dtype), weights.T)
+        _native.smallest(t, norms, n_q, n, m, cand, f_last, self.dtype == np.float64)
+        return cand, f_last.astype(np.float64)
 
     def _block_size(self, m: int) -> int:
         """Block size b ~ 0.7 sqrt(n / m); 1 (a single partition) when blocks would not help.
@@ -519,6 +619,8 @@ class _FlatGemm:
         The factor 0.7 (fewer gathered values, a longer first partition) measured a few
         per cent faster than 1 on ADB-dev sets.
         """
+        if _native is not None:  # the compiled selection reads each row once
+            return 1
         n = self.owner.n_unique
         b = max(1, int(0.7 * np.sqrt(n / m) + 0.5))
         return b if -(-n // b) > m else 1
@@ -540,7 +642,9 @@ class _KDTree:
     """scipy kd-tree on the distinct rows (float64 distances)."""
 
     margin = 3  # a few more candidates than needed, so that ties at the k-th are rarely cut
-    poolable = True
+    #: chunks run one after the other, each query spread over the tree's own threads
+    #: (measured faster than chunks on our pool: part of a pooled query holds the GIL)
+    poolable = False
 
     def __init__(self, owner: NeighborIndex) -> None:
         from scipy.spatial import cKDTree
@@ -604,14 +708,18 @@ class _Probe:
         self.owner = owner
         self.tree, self.flat = _KDTree(owner), _FlatGemm(owner)
 
-    def candidates(self, Q: np.ndarray, need: int) -> Candidates:
+    def choose(self, need: int) -> _KDTree | _FlatGemm:
+        """The faster backend for searches of ``need`` candidates."""
         stride = max(1, self.owner.n_unique // PROBE_QUERIES)
         sample = self.owner.unique[::stride][:PROBE_QUERIES]
         self.tree.candidates(sample[:2], need)  # warm-up: the first call builds buffers
         self.flat.candidates(sample[:2], need)
         t_tree = _seconds(lambda: self.tree.candidates(sample, need))
         t_flat = _seconds(lambda: self.flat.candidates(sample, need))
-        self.owner._backend = self.tree if t_tree < t_flat else self.flat
+        return self.tree if t_tree < t_flat else self.flat
+
+    def candidates(self, Q: np.ndarray, need: int) -> Candidates:
+        self.owner._backend = self.choose(need)
         return self.owner._backend.candidates(Q, need)
 
     def bytes_per_row(self, m: int) -> int:
@@ -635,18 +743,20 @@ def _seconds(fn: Callable[[], Any]) -> float:
 
 
 # --------------------------------------------------------------------------- utilities
-def exact_sq_dist(A: np.ndarray, B: np.ndarray, overwrite_b: bool = False) -> np.ndarray:
-    """``sum((a - b) ** 2)`` over the last axis in float64, broadcasting ``A`` against ``B``.
+def candidate_sq_dist(Q: np.ndarray, R: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``sum((R[cand[i, j]] - Q[i]) ** 2)`` in float64 (inf where ``cand < 0``).
 
-    The one place where distances are computed exactly, so that every path (refinement of
-    candidates, the exhaustive search) gives bit-identical values. ``overwrite_b`` lets
-    the differences be written into ``B`` (a float64 temporary of the full shape).
+    The numpy path's one place for exact distances, so that its refinement and its
+    exhaustive search give bit-identical values. (The compiled ``refine`` sums in order
+    of the features; ``einsum`` may sum in another order, so the two builds agree to a
+    few units of round-off, not bit for bit.)
     """
-    if overwrite_b and B.dtype == np.float64 and B.shape == np.broadcast_shapes(A.shape, B.shape):
-        diff = np.subtract(B, A, out=B)
-    else:
-        diff = np.subtract(B, A, dtype=np.float64)
-    return np.einsum("...j,...j->...", diff, diff)
+    valid = cand >= 0
+    diff = R[np.where(valid, cand, 0)]
+    diff -= Q[:, None, :]
+    sq = np.einsum("ijk,ijk->ij", diff, diff)
+    sq[~valid] = np.inf
+    return sq
 
 
 def gemm_error_factor(dim: int, unit: float) -> float:
