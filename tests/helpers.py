@@ -39,3 +39,71 @@ def adb_dev(name: str, seed: int = 0):
     if out is None:
         pytest.skip(f"{ADB / (name + '.npz')} is absent (../shared is not on this machine)")
     return out
+
+
+# --------------------------------------------------------------------------- post-hoc OOD
+@functools.lru_cache(maxsize=None)
+def digits_posthoc():
+    """A small real classifier for the post-hoc detectors, trained here in a second.
+
+    scikit-learn's bundled handwritten digits (8x8, real scans): classes 0-4 are in
+    distribution, 5-9 are OOD. An ``MLPClassifier`` with one ReLU hidden layer of 64
+    units is trained on half of the ID images; its hidden activations are the
+    "penultimate features" (non-negative, as after a CNN's last ReLU) and its output
+    layer is the head. Returns a dict with ``Ftr, ytr`` (ID train features and labels),
+    ``Fid`` (ID test features), ``Food`` (OOD features), ``W, b`` (head, W is
+    (5, 64)) and ``acc`` (ID test accuracy).
+    """
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    idd = y < 5
+    rng = np.random.RandomState(0)
+    order = rng.permutation(np.flatnonzero(idd))
+    tr, te = order[: order.size // 2], order[order.size // 2 :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0).fit(X[tr], y[tr])
+
+    def feats(A):
+        return np.maximum(A @ mlp.coefs_[0] + mlp.intercepts_[0], 0.0)
+
+    return {
+        "Ftr": feats(X[tr]),
+        "ytr": y[tr],
+        "Fid": feats(X[te]),
+        "Food": feats(X[~idd]),
+        "W": mlp.coefs_[1].T.copy(),
+        "b": mlp.intercepts_[1].copy(),
+        "acc": float((mlp.predict(X[te]) == y[te]).mean()),
+    }
+
+
+def pytorch_ood_detector(module: str):
+    """A module of pytorch-ood 0.4.0's ``detector`` package, e.g. ``"energy"``, or a skip.
+
+    pytorch-ood's top-level ``__init__`` imports its dataset and model packages, which
+    need torchvision; its detectors do not. torchvision does not install beside the CPU
+    torch used here, so the detector modules are loaded without running the package
+    ``__init__`` files (``pip install --no-deps pytorch-ood==0.4.0``; .ci/run does this).
+    """
+    import importlib
+    import sys
+    import types
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (pip install oddkit[vision])")
+    spec = importlib.util.find_spec("pytorch_ood")
+    if spec is None or spec.origin is None:
+        pytest.skip("pytorch-ood is not installed (pip install --no-deps pytorch-ood==0.4.0)")
+    root = Path(spec.origin).parent
+    for name, path in (("pytorch_ood", root), ("pytorch_ood.detector", root / "detector")):
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(path)]
+            sys.modules[name] = pkg
+    return importlib.import_module(f"pytorch_ood.detector.{module}")
