@@ -51,8 +51,9 @@ def digits_posthoc():
     units is trained on half of the ID images; its hidden activations are the
     "penultimate features" (non-negative, as after a CNN's last ReLU) and its output
     layer is the head. Returns a dict with ``Ftr, ytr`` (ID train features and labels),
-    ``Fid`` (ID test features), ``Food`` (OOD features), ``W, b`` (head, W is
-    (5, 64)) and ``acc`` (ID test accuracy).
+    ``Fid`` (ID test features), ``Food`` (OOD features), ``W, b`` and ``head`` (W is
+    (5, 64)), ``X`` / ``test`` (ID test then OOD rows), ``y`` / ``is_ood`` (1 = OOD)
+    and ``acc`` (ID test accuracy).
     """
     import warnings
 
@@ -72,13 +73,22 @@ def digits_posthoc():
     def feats(A):
         return np.maximum(A @ mlp.coefs_[0] + mlp.intercepts_[0], 0.0)
 
+    Fid, Food = feats(X[te]), feats(X[~idd])
+    test = np.concatenate([Fid, Food])
+    is_ood = np.r_[np.zeros(len(Fid), int), np.ones(len(Food), int)]
+    W, b = mlp.coefs_[1].T.copy(), mlp.intercepts_[1].copy()
     return {
         "Ftr": feats(X[tr]),
         "ytr": y[tr],
-        "Fid": feats(X[te]),
-        "Food": feats(X[~idd]),
-        "W": mlp.coefs_[1].T.copy(),
-        "b": mlp.intercepts_[1].copy(),
+        "Fid": Fid,
+        "Food": Food,
+        "W": W,
+        "b": b,
+        "head": (W, b),
+        "X": test,  # ID test rows, then OOD rows (also under "test")
+        "y": is_ood,  # 1 = OOD (also under "is_ood")
+        "test": test,
+        "is_ood": is_ood,
         "acc": float((mlp.predict(X[te]) == y[te]).mean()),
     }
 
@@ -95,6 +105,8 @@ def pytorch_ood_detector(module: str):
     import sys
     import types
 
+    if "pytorch_ood.detector" in sys.modules:  # the skeleton packages are in place already
+        return importlib.import_module(f"pytorch_ood.detector.{module}")
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed (pip install oddkit[vision])")
     spec = importlib.util.find_spec("pytorch_ood")
@@ -107,3 +119,10 @@ def pytorch_ood_detector(module: str):
             pkg.__path__ = [str(path)]
             sys.modules[name] = pkg
     return importlib.import_module(f"pytorch_ood.detector.{module}")
+
+
+def fit_posthoc(name: str, d: dict, **params):
+    """``create(name, **params)`` fitted on ``digits_posthoc()``'s training features and head."""
+    from oddkit import detectors
+
+    return detectors.create(name, **params).fit(d["Ftr"], head=d["head"])

@@ -65,9 +65,7 @@ def case(name, cancer):
     if detectors.get(name).family != "posthoc":
         return Case(*cancer)
     d = digits_posthoc()
-    Xte = np.concatenate([d["Fid"], d["Food"]])
-    yte = np.r_[np.zeros(len(d["Fid"]), int), np.ones(len(d["Food"]), int)]
-    return Case(d["Ftr"], Xte, yte, d["ytr"], (d["W"], d["b"]))
+    return Case(d["Ftr"], d["X"], d["y"], d["ytr"], d["head"])
 
 
 def _names():
@@ -80,9 +78,19 @@ def _names():
     return out
 
 
+# Settings other than the defaults, where a default is tuned for a different kind of model
+# than the contract's small one. ASH-S prunes 90% of the activations (tuned on ImageNet
+# ResNet-50's 2,048 units); of the digits MLP's 64 units it keeps 6, and its rescaling then
+# ranks OOD below ID (AUROC 0.45; tests/test_posthoc_shaping.py pins this down). The contract
+# checks the sign convention and the plumbing, so it uses a milder pruning.
+CONTRACT_PARAMS = {"ash_s": {"percentile": 65.0}}
+
+
 def _make(name: str, seed: int = 0):
     cls = detectors.get(name)
-    params = {"random_state": seed} if cls.randomized else {}
+    params = dict(CONTRACT_PARAMS.get(name, {}))
+    if cls.randomized:
+        params["random_state"] = seed
     return detectors.create(name, **params)
 
 
@@ -127,6 +135,8 @@ class TestContract:
             np.testing.assert_allclose(alone, full[i : i + 1], rtol=1e-6, atol=1e-9)
         half = Xte.shape[0] // 2
         np.testing.assert_allclose(det.score(Xte[:half]), full[:half], rtol=1e-6, atol=1e-9)
+        det.score_chunk_rows = 7  # scoring in chunks changes nothing
+        np.testing.assert_allclose(det.score(Xte), full, rtol=1e-6, atol=1e-9)
 
     def test_determinism_under_seed(self, name, case):
         a = case.fit(_make(name, seed=3)).score(case.Xte)

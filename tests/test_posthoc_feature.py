@@ -1,0 +1,377 @@
+"""Feature-space post-hoc OOD detectors (oddkit.detectors.posthoc.feature).
+
+Data: ``helpers.digits_posthoc()``, a real small classifier (an MLP with 64 ReLU units
+trained on scikit-learn's bundled digits 0-4; digits 5-9 are OOD). Five of its 64 units
+are dead on the training rows, so its covariances are singular: the pseudo-inverse path
+is exercised by every Mahalanobis/RMDS test that uses all 64 features.
+
+References, on the same features/head/labels:
+
+* pytorch-ood 0.4.0 ``Mahalanobis``, ``RMD``, ``KNN``, ``ViM`` and ``fDBD`` through their
+  feature-level ``fit_features`` / ``predict_features``. Its Mahalanobis/RMD use the
+  un-normalised scatter matrix plus a ``1e-6`` ridge (the papers use the covariance), so
+  they are compared on the 59 live units (full rank) after rescaling, with and without
+  their ridge. Its ViM and fDBD compute in float32.
+* scikit-learn: ``EmpiricalCovariance.mahalanobis`` (the papers' covariance, ``pinvh``
+  precision), ``StandardScaler`` + ``PCA`` (NECO's released code), ``NearestNeighbors``.
+* hand-written float64 formulas from the papers (ViM, Residual, fDBD).
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from helpers import digits_posthoc, pytorch_ood_detector
+from scipy.special import logsumexp
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+from oddkit import detectors
+from oddkit.detectors.posthoc import feature
+from oddkit.errors import FeatureMismatchError, InputError, ParamError
+
+NAMES = ["mahalanobis", "rmds", "knn_ood", "vim", "residual", "neco", "fdbd"]
+
+
+# --------------------------------------------------------------------------- data
+@pytest.fixture(scope="module")
+def digits():
+    d = digits_posthoc()
+    return {**d, "live": d["Ftr"].std(axis=0) > 0}
+
+
+def _fit(name: str, d: dict, X: np.ndarray | None = None, y=None, head=None, **params):
+    det = detectors.create(name, **params)
+    X = d["Ftr"] if X is None else X
+    labels = (d["ytr"] if y is None else y) if "labels" in det.inputs else None
+    return det.fit(X, labels, head=d["head"] if head is None else head)
+
+
+def _live(d: dict):
+    """Training/test features and head restricted to the units alive in training (full rank)."""
+    live = d["live"]
+    return d["Ftr"][:, live], d["test"][:, live], (d["W"][:, live], d["b"])
+
+
+def _auroc(d: dict, scores: np.ndarray) -> float:
+    return roc_auc_score(d["is_ood"], scores)
+
+
+# --------------------------------------------------------------------------- pytorch-ood
+_pood = pytorch_ood_detector
+
+
+@pytest.fixture
+def torch64():
+    """torch with float64 as default dtype (pytorch-ood allocates its statistics with it)."""
+    torch = pytest.importorskip("torch")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch
+    torch.set_default_dtype(old)
+
+
+def _drop_ridge(torch, cov):
+    """pytorch-ood's precision without the 1e-6 ridge it adds to the scatter matrix."""
+    return torch.linalg.inv(cov - 1e-6 * torch.eye(cov.shape[0]))
+
+
+# --------------------------------------------------------------------------- parity
+def test_mahalanobis_equals_pytorch_ood(digits, torch64):
+    torch = torch64
+    Ftr, Fte, head = _live(digits)
+    n = Ftr.shape[0]
+    ours = _fit("mahalanobis", digits, Ftr, head=head).score(Fte)
+    ref = _pood("mahalanobis").Mahalanobis(None)
+    ref.fit_features(torch.from_numpy(Ftr), torch.from_numpy(digits["ytr"]))
+    theirs = ref.predict_features(torch.from_numpy(Fte)).numpy()
+    # pytorch-ood: half the squared distance under the scatter matrix n * Sigma (+ 1e-6 I)
+    np.testing.assert_allclose(ours, 2 * n * theirs, rtol=1e-4)
+    assert abs(_auroc(digits, ours) - _auroc(digits, theirs)) < 1e-4
+    ref.precision = _drop_ridge(torch, ref.cov)
+    theirs = ref.predict_features(torch.from_numpy(Fte)).numpy()
+    np.testing.assert_allclose(ours, 2 * n * theirs, rtol=1e-9)
+
+
+def test_rmds_equals_pytorch_ood(digits, torch64):
+    torch = torch64
+    Ftr, Fte, head = _live(digits)
+    n = Ftr.shape[0]
+    ours = _fit("rmds", digits, Ftr, head=head).score(Fte)
+    ref = _pood("rmd").RMD(None)
+    ref.fit_features(torch.from_numpy(Ftr), torch.from_numpy(digits["ytr"]))
+    theirs = n * ref.predict_features(torch.from_numpy(Fte)).numpy()
+    scale = np.abs(ours).max()  # RMD crosses zero: compare on the scores' scale
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * scale)
+    assert abs(_auroc(digits, ours) - _auroc(digits, theirs)) < 1e-4
+    ref.precision = _drop_ridge(torch, ref.cov)
+    ref.background_precision = _drop_ridge(torch, ref.background_cov)
+    theirs = n * ref.predict_features(torch.from_numpy(Fte)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10 * scale)
+
+
+def _sklearn_class_sq_dists(Ftr, ytr, X):
+    """Squared Mahalanobis distances to each class mean with scikit-learn's tied covariance."""
+    classes = np.unique(ytr)
+    means = np.stack([Ftr[ytr == c].mean(axis=0) for c in classes])
+    cov = EmpiricalCovariance(assume_centered=True).fit(Ftr - means[ytr])
+    return np.stack([cov.mahalanobis(X - m) for m in means], axis=1)
+
+
+def test_mahalanobis_equals_sklearn_on_singular_covariance(digits):
+    assert (~digits["live"]).sum() > 0  # dead units: the covariance is singular
+    det = _fit("mahalanobis", digits)
+    ref = _sklearn_class_sq_dists(digits["Ftr"], digits["ytr"], digits["test"]).min(axis=1)
+    np.testing.assert_allclose(det.score(digits["test"]), ref, rtol=1e-9)
+
+
+def test_rmds_equals_sklearn_on_singular_covariance(digits):
+    Ftr, X = digits["Ftr"], digits["test"]
+    background = EmpiricalCovariance().fit(Ftr).mahalanobis(X)
+    ref = _sklearn_class_sq_dists(Ftr, digits["ytr"], X).min(axis=1) - background
+    ours = _fit("rmds", digits).score(X)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("k", [50, 5])
+def test_knn_equals_pytorch_ood_and_sklearn(digits, k):
+    torch = pytest.importorskip("torch")
+    Ftr, X = digits["Ftr"], digits["test"]
+    ours = _fit("knn_ood", digits, k=k).score(X)
+    ref = _pood("knn").KNN(None, k=k)
+    ref.fit_features(torch.from_numpy(Ftr), torch.from_numpy(digits["ytr"]))
+    theirs = ref.predict_features(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    assert abs(_auroc(digits, ours) - _auroc(digits, theirs)) < 1e-4
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(unit(Ftr)).kneighbors(unit(X))
+    np.testing.assert_allclose(ours, dist[:, -1], rtol=1e-10)
+
+
+def _vim_reference(Ftr, X, W, b, D):
+    """ViM from the paper in float64: origin -W^+ b, eigh of the uncentred covariance."""
+    u = -np.linalg.pinv(W) @ b
+    cov = EmpiricalCovariance(assume_centered=True).fit(Ftr - u).covariance_
+    _, vecs = np.linalg.eigh(cov)  # ascending: the first N - D span the residual space
+    NS = vecs[:, : Ftr.shape[1] - D]
+    residual = lambda A: np.linalg.norm((A - u) @ NS, axis=1)
+    alpha = (Ftr @ W.T + b).max(axis=1).mean() / residual(Ftr).mean()
+    return residual(X), alpha * residual(X) - logsumexp(X @ W.T + b, axis=1)
+
+
+def test_vim_equals_float64_paper_formula(digits):
+    W, b = digits["head"]
+    res, ref = _vim_reference(digits["Ftr"], digits["test"], W, b, D=32)
+    det = _fit("vim", digits)
+    assert det.principal_dim_ == 32  # N // 2 for 64-d features
+    np.testing.assert_allclose(det.score(digits["test"]), ref, rtol=1e-9)
+    np.testing.assert_allclose(_fit("residual", digits).score(digits["test"]), res, rtol=1e-9)
+
+
+def test_vim_equals_pytorch_ood(digits):
+    torch = pytest.importorskip("torch")
+    W, b = digits["head"]
+    ours = _fit("vim", digits).score(digits["test"])
+    ref = _pood("vim").ViM(None, d=32, w=torch.from_numpy(W), b=torch.from_numpy(b))
+    ref.fit_features(torch.from_numpy(digits["Ftr"]), torch.from_numpy(digits["ytr"]))
+    theirs = ref.predict_features(torch.from_numpy(digits["test"])).numpy()
+    # pytorch-ood computes in float32: its eigh resolves the split between the 32nd and
+    # 33rd eigenvalue (0.0095 vs 0.0089) to ~1e-4, and alpha ~ 20 scales the residual.
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-2)
+    assert abs(ref.alpha - _fit("vim", digits).alpha_) < 1e-5 * ref.alpha
+    assert abs(_auroc(digits, ours) - _auroc(digits, theirs)) < 1e-4
+
+
+@pytest.mark.parametrize("maxlogit", [False, True])
+@pytest.mark.parametrize("dim", [None, 20])
+def test_neco_equals_sklearn_pipeline_of_the_paper_code(digits, dim, maxlogit):
+    Ftr, X = digits["Ftr"], digits["test"]
+    W, b = digits["head"]
+    ss = StandardScaler().fit(Ftr)
+    pca = PCA(Ftr.shape[1]).fit(ss.transform(Ftr))
+    Z = ss.transform(X)
+    d = 5 if dim is None else dim  # default: the number of classes
+    ratio = np.linalg.norm(pca.transform(Z)[:, :d], axis=1) / np.linalg.norm(Z, axis=1)
+    if maxlogit:
+        ratio *= (X @ W.T + b).max(axis=1)
+    ours = _fit("neco", digits, dim=dim, maxlogit=maxlogit).score(X)
+    np.testing.assert_allclose(ours, -ratio, rtol=1e-9)
+
+
+def test_fdbd_equals_pytorch_ood_and_formula(digits):
+    torch = pytest.importorskip("torch")
+    Ftr, X = digits["Ftr"], digits["test"]
+    W, b = digits["head"]
+    ours = _fit("fdbd", digits).score(X)
+    head = torch.nn.Linear(W.shape[1], W.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(W))
+        head.bias.copy_(torch.from_numpy(b))
+    ref = _pood("fdbd").fDBD(None, head).fit_features(torch.from_numpy(Ftr))
+    theirs = ref.predict_features(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)  # pytorch-ood runs in float32
+    assert abs(_auroc(digits, ours) - _auroc(digits, theirs)) < 1e-4
+    # float64, straight from the paper: mean over c != pred of |l_p - l_c| / ||w_p - w_c||
+    logits = X @ W.T + b
+    C = W.shape[0]
+    total = np.zeros(len(X))
+    for i, p in enumerate(logits.argmax(axis=1)):  # one row at a time: an independent oracle
+        for c in range(C):
+            if c != p:
+                total[i] += abs(logits[i, p] - logits[i, c]) / np.linalg.norm(W[p] - W[c])
+    ref64 = -total / (C - 1) / np.linalg.norm(X - Ftr.mean(axis=0), axis=1)
+    np.testing.assert_allclose(ours, ref64, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- behaviour
+@pytest.mark.parametrize("name", NAMES)
+def test_direction_ood_scores_higher(digits, name):
+    auc = _auroc(digits, _fit(name, digits).score(digits["test"]))
+    assert auc > 0.8, f"{name}: AUROC {auc:.4f}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_width_mismatch(digits, name):
+    det = _fit(name, digits)
+    with pytest.raises(FeatureMismatchError, match="features"):
+        det.score(digits["test"][:, :-1])
+    W, b = digits["head"]
+    with pytest.raises(FeatureMismatchError, match="head W"):
+        _fit(name, digits, head=(W[:, :-1], b))
+
+
+def test_registry_declarations():
+    for name in NAMES:
+        cls = detectors.get(name)
+        assert cls.family == "posthoc" and cls.reference
+        expected = ("features", "head", "labels") if name in ("mahalanobis", "rmds") else ("features", "head")
+        assert cls.inputs == expected
+    assert detectors.get("knn").family == "distance"  # the tabular kNN keeps its name
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("knn_ood", {"k": 0}),
+        ("knn_ood", {"k": 2.5}),
+        ("knn_ood", {"index": "ivf"}),
+        ("vim", {"dim": 0}),
+        ("vim", {"dim": "auto"}),
+        ("residual", {"dim": -3}),
+        ("neco", {"dim": 0}),
+        ("neco", {"maxlogit": "yes"}),
+        ("mahalanobis", {"eps": 0.01}),
+        ("fdbd", {"k": 1}),
+    ],
+)
+def test_bad_params(name, params):
+    with pytest.raises(ParamError):
+        detectors.create(name, **params)
+
+
+@pytest.mark.parametrize("name", ["vim", "residual", "neco"])
+def test_subspace_dim_must_be_below_the_width(digits, name):
+    with pytest.raises(ParamError, match="smaller"):
+        _fit(name, digits, dim=64)
+    assert _fit(name, digits, dim=48).is_fitted
+
+
+def test_vim_default_dim_rule():
+    widths = [1, 64, 512, 767, 768, 1280, 1499, 1500, 2048]
+    assert [feature.vim_default_dim(n) for n in widths] == [0, 32, 256, 383, 512, 512, 512, 1000, 1000]
+
+
+@pytest.mark.parametrize("name", ["mahalanobis", "rmds"])
+def test_labels_are_required_and_checked(digits, name):
+    det = detectors.create(name)
+    X, y, head = digits["Ftr"], digits["ytr"], digits["head"]
+    with pytest.raises(InputError, match="labels"):
+        det.fit(X, head=head)
+    with pytest.raises(InputError, match="shape"):
+        det.fit(X, y[:-1], head=head)
+    with pytest.raises(InputError, match="integer"):
+        det.fit(X, y + 0.5, head=head)
+    with pytest.raises(InputError, match="integer"):
+        det.fit(X, y.astype(str), head=head)
+    with pytest.raises(InputError, match=r"\[0, 5\)"):
+        det.fit(X, np.where(y == 4, 5, y), head=head)
+    with pytest.raises(InputError, match="no training rows"):
+        det.fit(X, np.where(y == 4, 3, y), head=head)
+    det.fit(X, y.astype(float), head=head)  # integral floats are accepted
+    np.testing.assert_array_equal(det.score(X[:5]), _fit(name, digits).score(X[:5]))
+
+
+# --------------------------------------------------------------------------- degenerate input
+def test_fewer_rows_than_features_gives_finite_scores(digits):
+    """15 rows, 64 features: rank-deficient covariances, handled by the pseudo-inverse."""
+    y = digits["ytr"]
+    rows = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(5)])
+    Ftr, ytr = digits["Ftr"][rows], y[rows]
+    X = digits["test"]
+    maha = _fit("mahalanobis", digits, Ftr, y=ytr).score(X)
+    assert np.isfinite(maha).all()
+    np.testing.assert_allclose(maha, _sklearn_class_sq_dists(Ftr, ytr, X).min(axis=1), rtol=1e-8)
+    rmds = _fit("rmds", digits, Ftr, y=ytr).score(X)
+    assert np.isfinite(rmds).all()
+    for name in ("fdbd", "neco"):
+        assert np.isfinite(_fit(name, digits, Ftr).score(X)).all()
+    assert np.isfinite(_fit("knn_ood", digits, Ftr, k=5).score(X)).all()
+    for name in ("vim", "residual"):  # 15 rows cannot determine a 32-d principal space
+        with pytest.raises(InputError, match="at least 33"):
+            _fit(name, digits, Ftr)
+        assert np.isfinite(_fit(name, digits, Ftr, dim=8).score(X)).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_constant_features_give_finite_scores(digits, name):
+    Ftr, X = digits["Ftr"].copy(), digits["test"].copy()
+    Ftr[:, :10] = 0.5  # constant in training ...
+    X[:3, :10] = 9.0  # ... and different at test time
+    X[3] = Ftr.mean(axis=0)  # exactly the training mean
+    X[4] = 0.0  # an all-zero feature vector
+    s = _fit(name, digits, Ftr).score(X)
+    assert np.isfinite(s).all()
+
+
+@pytest.mark.parametrize("name", ["mahalanobis", "rmds", "fdbd", "knn_ood"])
+def test_all_constant_features_give_finite_scores(digits, name):
+    Ftr = np.full_like(digits["Ftr"], 0.25)
+    s = _fit(name, digits, Ftr).score(digits["test"])
+    assert np.isfinite(s).all()
+
+
+@pytest.mark.parametrize("name", ["vim", "residual", "neco"])
+def test_all_constant_features_are_a_clear_error(digits, name):
+    Ftr = np.full_like(digits["Ftr"], 0.25)
+    with pytest.raises(InputError, match="at least"):
+        _fit(name, digits, Ftr)
+
+
+def test_neco_row_at_the_training_mean_is_in_distribution(digits):
+    det = _fit("neco", digits)
+    s = det.score(np.vstack([digits["Ftr"].mean(axis=0), digits["test"][:5]]))
+    assert s[0] == -1.0  # z = 0 lies in the principal subspace: the largest possible ratio
+    assert (s[1:] > -1.0).all()
+
+
+def test_knn_needs_k_rows(digits):
+    with pytest.raises(InputError, match="at least 50"):
+        _fit("knn_ood", digits, digits["Ftr"][:49])
+
+
+def test_fdbd_identical_head_rows_are_an_error(digits):
+    W, b = digits["head"]
+    W = W.copy()
+    W[1] = W[0]
+    with pytest.raises(InputError, match="identical"):
+        _fit("fdbd", digits, head=(W, b))
+
+
+def test_vim_rejects_a_head_with_negative_mean_max_logit(digits):
+    W, b = digits["head"]
+    with pytest.raises(InputError, match="alpha"):
+        _fit("vim", digits, head=(W, b - 1e3))

@@ -1,0 +1,254 @@
+"""Logit-based post-hoc detectors (MSP, MaxLogit, energy, entropy, GEN, KL-Matching).
+
+Data: ``digits_posthoc`` (tests/helpers.py): the ReLU features and output layer of a
+small MLP trained on scikit-learn's bundled digits 0-4; digits 5-9 are OOD. Reference:
+pytorch-ood 0.4.0 (float32, torch), run on the same features through the same head
+wrapped in a ``torch.nn.Linear``; where pytorch-ood departs from the paper (entropy's and
+GEN's probability clipping, GEN's mean), the comparison is restricted to the rows where
+the departure is inactive and a float64 formula written here checks every row.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from helpers import fit_posthoc, pytorch_ood_detector
+from scipy.special import logsumexp as sp_logsumexp
+from scipy.special import rel_entr
+from scipy.special import softmax as sp_softmax
+
+from oddkit import detectors
+from oddkit.detectors.posthoc import logit
+from oddkit.detectors.posthoc.logit import GEN, Energy, KLMatching
+from oddkit.errors import FeatureMismatchError, ParamError
+from oddkit.metrics import auroc
+
+NAMES = ["msp", "maxlogit", "energy", "entropy", "gen", "klmatching"]
+#: float64 (ours) against float32 (pytorch-ood): what a float32 computation of these
+#: O(10) logits meets.
+RTOL, ATOL = 2e-5, 2e-5
+
+
+# --------------------------------------------------------------------------- data
+_fit = fit_posthoc
+
+
+def _logits(digits, X):
+    return X @ digits["W"].T + digits["b"]
+
+
+# --------------------------------------------------------------------------- pytorch-ood
+_pood = pytorch_ood_detector
+
+
+def _torch_logits(digits, X, dtype: str = "float32"):
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, dtype)
+    lin = torch.nn.Linear(digits["W"].shape[1], digits["W"].shape[0]).to(dt)
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(digits["W"], dtype=dt))
+        lin.bias.copy_(torch.as_tensor(digits["b"], dtype=dt))
+        return lin(torch.as_tensor(X, dtype=dt))
+
+
+def _reference(name, digits, X):
+    """pytorch-ood's scores of ``X`` with the paper's settings (float64 numpy)."""
+    z = _torch_logits(digits, X)
+    if name == "msp":
+        out = _pood("softmax").MaxSoftmax(None, t=1.0).predict_logits(z)
+    elif name == "maxlogit":
+        out = _pood("maxlogit").MaxLogit(None).predict_logits(z)
+    elif name == "energy":
+        out = _pood("energy").EnergyBased(None, t=1.0).predict_logits(z)
+    elif name == "entropy":
+        out = _pood("entropy").Entropy(None).predict_logits(z)
+    elif name == "klmatching":
+        ref = _pood("klmatching").KLMatching(None)
+        ref.fit_logits(_torch_logits(digits, digits["Ftr"]))
+        out = ref.predict_logits(z)
+    else:
+        raise KeyError(name)
+    return out.detach().numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ["msp", "maxlogit", "energy", "entropy", "klmatching"])
+def test_scores_equal_pytorch_ood(name, digits):
+    X, y = digits["X"], digits["y"]
+    ours = _fit(name, digits).score(X)
+    ref = _reference(name, digits, X)
+    np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=ATOL)
+    assert abs(auroc(y, ours) - auroc(y, ref)) < 1e-4
+
+
+def test_energy_temperature_equals_pytorch_ood(digits):
+    X = digits["X"]
+    ours = _fit("energy", digits, temperature=3.0).score(X)
+    z = _torch_logits(digits, X)
+    ref = _pood("energy").EnergyBased(None, t=3.0).predict_logits(z).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=ATOL)
+
+
+def test_gen_equals_pytorch_ood_where_its_clamp_is_inactive(digits):
+    """pytorch-ood averages (we sum, as the paper) and clamps p to [1e-7, 1 - 1e-7]."""
+    X, y = digits["X"], digits["y"]
+    ours = _fit("gen", digits).score(X)
+    z = _torch_logits(digits, X)
+    ref = _pood("gen").GEN(None, gamma=0.1, M=100).predict_logits(z).numpy() * 5  # 5 classes
+    p = sp_softmax(_logits(digits, X), axis=1)
+    unclamped = (p.min(axis=1) > 1e-6) & (p.max(axis=1) < 1 - 1e-6)
+    assert unclamped.mean() > 0.9  # the comparison covers most rows
+    np.testing.assert_allclose(ours[unclamped], ref[unclamped], rtol=RTOL, atol=ATOL)
+    assert abs(auroc(y[unclamped], ours[unclamped]) - auroc(y[unclamped], ref[unclamped])) < 1e-4
+    # ... and on the clamped rows the clamp makes a visible difference
+    assert np.abs(ours[~unclamped] - ref[~unclamped]).max() > 1e-2
+
+
+@pytest.mark.parametrize("M", [100, 3, 1])
+def test_gen_equals_pytorch_ood_in_float64(M, digits):
+    """The same in float64, to 1e-10: with M = 1 only the top term ``(1 - p_max)^0.1``
+    is left, which float32 cannot resolve for p_max close to 1."""
+    X = digits["X"]
+    ours = _fit("gen", digits, M=M).score(X)
+    m = min(M, digits["W"].shape[0])
+    z = _torch_logits(digits, X, "float64")
+    ref = _pood("gen").GEN(None, gamma=0.1, M=M).predict_logits(z).numpy() * m
+    p = sp_softmax(_logits(digits, X), axis=1)
+    top = np.sort(p, axis=1)[:, ::-1][:, :m]
+    unclamped = (top.min(axis=1) > 1e-7) & (top.max(axis=1) < 1 - 1e-7)
+    assert unclamped.mean() > 0.9
+    np.testing.assert_allclose(ours[unclamped], ref[unclamped], rtol=1e-10)
+
+
+@pytest.mark.parametrize("gamma, M", [(0.1, 100), (0.5, 2), (2.0, 4)])
+def test_gen_equals_the_papers_formula_on_every_row(gamma, M, digits):
+    X = digits["X"]
+    p = np.sort(sp_softmax(_logits(digits, X), axis=1), axis=1)[:, ::-1][:, :M]
+    expected = (p**gamma * (1 - p) ** gamma).sum(axis=1)
+    ours = _fit("gen", digits, gamma=gamma, M=M).score(X)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-14)
+
+
+def test_extreme_logits_keep_exact_values():
+    """Logits (L, 0, 0) with L = 800: the softmax of the naive formulas is (1, 0, 0)."""
+    L, gamma = 800.0, 0.1
+    X = np.array([[L, 0.0, 0.0]])
+    head = (np.eye(3), np.zeros(3))
+    # log p_tail = -L - log(1 + 2 e^-L) = -L; log(1 - p_top) = log 2 - L (to 1e-300 relative)
+    gen = GEN(gamma=gamma).fit(X, head=head).score(X)[0]
+    expected = (2.0 + 2.0**gamma) * np.exp(-gamma * L)
+    assert gen > 0 and gen == pytest.approx(expected, rel=1e-12)
+    ent = detectors.create("entropy").fit(X, head=head).score(X)[0]
+    assert ent == pytest.approx(2 * (L + 1) * np.exp(-L), abs=1e-300)  # = 0 to float64
+    msp = detectors.create("msp").fit(X, head=head).score(X)[0]
+    assert msp == -1.0
+    energy = detectors.create("energy").fit(X, head=head).score(X)[0]
+    assert energy == -L
+    # KL to a template fitted on the same row is 0, finite although two p's underflow
+    assert KLMatching().fit(X, head=head).score(X)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- KL-Matching
+def _kl_by_hand(P_fit, P_test, classes=None):
+    pred = P_fit.argmax(axis=1)
+    classes = np.unique(pred) if classes is None else classes
+    templates = np.stack([P_fit[pred == k].mean(axis=0) for k in classes])
+    kl = rel_entr(P_test[:, None, :], templates[None, :, :]).sum(axis=2)
+    return kl.min(axis=1)
+
+
+def test_klmatching_equals_the_papers_formula(digits):
+    X = digits["X"]
+    P_fit = sp_softmax(_logits(digits, digits["Ftr"]), axis=1)
+    P_test = sp_softmax(_logits(digits, X), axis=1)
+    det = _fit("klmatching", digits)
+    np.testing.assert_array_equal(det.template_classes_, np.arange(5))
+    np.testing.assert_allclose(det.score(X), _kl_by_hand(P_fit, P_test), rtol=1e-9, atol=1e-12)
+
+
+def test_klmatching_class_without_predicted_rows_has_no_template(digits):
+    """Fit on rows predicted as classes 0-2 only: classes 3 and 4 take no part in the min."""
+    pred = _logits(digits, digits["Ftr"]).argmax(axis=1)
+    rows = pred <= 2
+    det = KLMatching().fit(digits["Ftr"][rows], head=digits["head"])
+    np.testing.assert_array_equal(det.template_classes_, [0, 1, 2])
+    assert det.log_templates_.shape == (3, 5)
+    X = digits["X"]
+    P_fit = sp_softmax(_logits(digits, digits["Ftr"][rows]), axis=1)
+    P_test = sp_softmax(_logits(digits, X), axis=1)
+    ours = det.score(X)
+    np.testing.assert_allclose(ours, _kl_by_hand(P_fit, P_test), rtol=1e-9, atol=1e-12)
+    # pytorch-ood skips such classes too
+    ref = _pood("klmatching").KLMatching(None)
+    ref.fit_logits(_torch_logits(digits, digits["Ftr"][rows]))
+    theirs = ref.predict_logits(_torch_logits(digits, X)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    # rows predicted as 3 or 4 now look far from every template
+    test_pred = _logits(digits, X).argmax(axis=1)
+    assert np.median(ours[test_pred >= 3]) > 10 * np.median(ours[test_pred <= 2])
+
+
+def test_klmatching_fit_in_chunks_equals_one_pass(digits):
+    one = _fit("klmatching", digits)
+    chunked = KLMatching()
+    chunked.score_chunk_rows = 7  # instance override: 65 chunks, classes spread over them
+    chunked.fit(digits["Ftr"], head=digits["head"])
+    np.testing.assert_allclose(chunked.log_templates_, one.log_templates_, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- declaration (batch independence, chunking and save/load: tests/test_contract.py)
+@pytest.mark.parametrize("name", NAMES)
+def test_direction_auroc_on_digits(name, digits):
+    s = _fit(name, digits).score(digits["X"])
+    assert s.dtype == np.float64 and s.shape == (digits["X"].shape[0],) and np.isfinite(s).all()
+    assert auroc(digits["y"], s) > 0.95, f"{name}: AUROC {auroc(digits['y'], s):.4f}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_declaration(name):
+    info = {i.name: i for i in detectors.list_detectors()}[name]
+    assert info.family == "posthoc" and info.inputs == ("features", "head")
+    assert info.reference and info.summary
+    assert detectors.get(name).__module__ == logit.__name__
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("energy", {"temperature": 0.0}),
+        ("energy", {"temperature": -1.0}),
+        ("energy", {"temperature": "1"}),
+        ("energy", {"temperature": float("inf")}),
+        ("gen", {"gamma": 0.0}),
+        ("gen", {"gamma": -0.1}),
+        ("gen", {"M": 0}),
+        ("gen", {"M": 2.5}),
+        ("gen", {"M": True}),
+        ("msp", {"t": 2.0}),
+    ],
+)
+def test_bad_params_raise_param_error(name, params):
+    with pytest.raises(ParamError):
+        detectors.create(name, **params)
+
+
+def test_set_params_validates():
+    det = Energy()
+    with pytest.raises(ParamError, match="temperature"):
+        det.set_params(temperature=-2.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_head_and_feature_width_mismatch(name, digits):
+    W, b = digits["head"]
+    with pytest.raises(FeatureMismatchError, match="features"):
+        detectors.create(name).fit(digits["Ftr"], head=(W[:, :-1], b))
+    det = _fit(name, digits)
+    with pytest.raises(FeatureMismatchError):
+        det.score(digits["X"][:, :-1])
+
+
+def test_logit_helpers_agree_with_scipy(digits):
+    z = _logits(digits, digits["X"]) * 30.0  # large logits: naive exp would overflow
+    np.testing.assert_allclose(logit.energy(z, 2.0), -2.0 * sp_logsumexp(z / 2.0, axis=1), rtol=1e-13)
+    np.testing.assert_allclose(logit.log_softmax(z), z - sp_logsumexp(z, axis=1)[:, None], rtol=1e-13, atol=1e-12)
