@@ -7,16 +7,57 @@
   bundled data.
 * :func:`stratified_split`, :func:`adb_dev_cut`, :func:`adb_dev_split`: the splits of
   the ADB-dev protocol (``shared/docs/protocols.md``).
+* Images (:mod:`oddkit.data.images`): image *sources* that decode only the images asked
+  for (:class:`ImageFolder`, :class:`ArraySource`, MNIST IDX, CIFAR pickles, SVHN .mat,
+  torchvision datasets), and the OOD sets of C10-OOD-local (:mod:`oddkit.data.ood_sets`).
 """
 
 from __future__ import annotations
 
 from .bundled import list_bundled, load_bundled
+from .images import (
+    ArraySource,
+    ImageFolder,
+    ImageSource,
+    check_same_classes,
+    from_torchvision,
+    iter_batches,
+    load_cifar_pickle,
+    load_mnist_idx,
+    load_svhn_mat,
+)
+from .ood_sets import (
+    OOD_SET_NAMES,
+    C10OODLocal,
+    c10_ood_local,
+    gaussian_ood,
+    load_ood_set,
+    mnist_ood,
+    textures_ood,
+    uniform_ood,
+)
 from .splits import adb_dev_cut, adb_dev_split, stratified_split
 from .tabular import Table, load_folder, load_table
 
 __all__ = [
+    "OOD_SET_NAMES",
+    "ArraySource",
+    "C10OODLocal",
+    "ImageFolder",
+    "ImageSource",
     "Table",
+    "c10_ood_local",
+    "check_same_classes",
+    "from_torchvision",
+    "gaussian_ood",
+    "iter_batches",
+    "load_cifar_pickle",
+    "load_mnist_idx",
+    "load_ood_set",
+    "load_svhn_mat",
+    "mnist_ood",
+    "textures_ood",
+    "uniform_ood",
     "adb_dev_cut",
     "adb_dev_split",
     "list_bundled",
