@@ -4,6 +4,7 @@
 
     oddkit demo                          # benchmark on bundled offline data, write a report
     oddkit bench tabular --data DIR      # ADB-dev on every table file in DIR (resumable)
+    oddkit bench ood --protocol c10-ood-local   # post-hoc OOD detectors on image features
     oddkit detectors                     # the registered detectors
     oddkit fit --data FILE --detector knn --out model/
     oddkit score --model model/ --data FILE --out scores.csv
@@ -41,6 +42,9 @@ DEMO_DATASETS = ("breast_cancer", "digits", "wine")
 DEFAULT_SEEDS = "0,1,2"
 STORE_NAME = "results.jsonl"
 FIT_INFO = "oddkit-fit.json"
+#: ``oddkit bench ood --protocol`` choices.
+OOD_PROTOCOLS = ("c10-ood-local", "c10-osr6", "folders")
+DEFAULT_FEATURE_CACHE = Path("~/.cache/oddkit/features")
 
 app = typer.Typer(
     name="oddkit",
@@ -266,6 +270,127 @@ def bench_tabular(
         title=f"oddkit bench tabular: {protocol.name} on {data.name or data}",
         tables=tables, specs=specs, seeds=seed_list, protocol=protocol, out=out,
         resume=resume, progress=progress, data_info={"data": str(data)},
+    )
+
+
+@bench_app.command("ood")
+@friendly_errors
+def bench_ood(
+    protocol: str = typer.Option(
+        "c10-ood-local", "--protocol", help="c10-ood-local, c10-osr6 or folders (docs/protocols.md)."
+    ),
+    shared: Path = typer.Option(
+        Path("../shared"), "--shared", help="Folder holding data/cifar10, data/mnist and weights/ (C10 protocols)."
+    ),
+    depth: int | None = typer.Option(
+        None, "--depth", help="CIFAR ResNet depth for c10-ood-local: 20 (default), 32, 44 or 56."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="JSON config of --protocol folders (train/test/ood folders, weights)."
+    ),
+    detectors: str | None = typer.Option(
+        None, "--detectors", help="Comma-separated specs, e.g. msp,energy,vim:dim=32 (default: all post-hoc)."
+    ),
+    cache_dir: Path = typer.Option(DEFAULT_FEATURE_CACHE, "--cache-dir", help="Feature cache folder."),
+    out: Path = typer.Option(Path("oddkit-ood"), "--out", help="Folder for results.csv, leaderboard.md, report.html."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Images per forward pass (default: 256, 64 for c10-osr6)."
+    ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: torch's own setting)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="c10-osr6 only: N images per source, spread evenly (quick check)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Post-hoc OOD detectors on classifier features: prints the leaderboard, writes a report."""
+    from .bench.provenance import collect
+    from .report.html import fmt_seconds
+    from .report.ood import leaderboard_text, ood_leaderboard, write_ood_report
+
+    protocol = protocol.strip().lower()
+    _check_ood_options(protocol, shared, depth, config, limit)
+    specs = _ood_specs(detectors)
+    options: dict[str, Any] = {"detectors": specs, "cache_dir": cache_dir.expanduser(), "threads": threads,
+                               "progress": progress}  # fmt: skip
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    typer.echo(f"oddkit bench ood: {protocol}, {len(specs)} detectors; feature cache {options['cache_dir']}")
+    start = time.perf_counter()
+    result = _run_ood_protocol(protocol, shared, depth, config, limit, options)
+    wall = time.perf_counter() - start
+    info = result.info
+    prov = collect(**info, detectors=specs, cache_dir=str(options["cache_dir"]), wall_seconds=round(wall, 3))
+    title = f"oddkit bench ood: {info.get('protocol', protocol)}, {info.get('backbone', '')}".rstrip(", ")
+    paths = write_ood_report(result, out, title, provenance=prov)
+    typer.echo("")
+    typer.echo(_ood_header(info))
+    typer.echo("")
+    typer.echo(leaderboard_text(ood_leaderboard(result.rows)))
+    typer.echo("")
+    features_s = sum(info.get("extract_seconds", {}).values())
+    typer.echo(f"wall time {fmt_seconds(wall)} (features {fmt_seconds(features_s)}; per set in provenance.json)")
+    typer.echo(f"results: {paths['results_csv']}")
+    typer.echo(f"leaderboard: {paths['leaderboard_md']}")
+    typer.echo(f"report: {paths['html']}")
+
+
+def _check_ood_options(protocol: str, shared: Path, depth: int | None, config: Path | None, limit: int | None) -> None:
+    """Refuse option combinations that would be ignored, and a missing shared folder, up front."""
+    if protocol not in OOD_PROTOCOLS:
+        raise ParamError(f"--protocol must be one of {', '.join(OOD_PROTOCOLS)}; got {protocol!r}.")
+    if depth is not None and protocol != "c10-ood-local":
+        raise ParamError("--depth applies to --protocol c10-ood-local only.")
+    if depth is not None and depth not in (20, 32, 44, 56):
+        raise ParamError(f"--depth must be 20, 32, 44 or 56; got {depth}.")
+    if (config is None) == (protocol == "folders"):
+        raise ParamError("--config FILE is needed with --protocol folders, and only there.")
+    if limit is not None and protocol != "c10-osr6":
+        raise ParamError("--limit applies to --protocol c10-osr6 only.")
+    if protocol != "folders" and not shared.is_dir():
+        raise DataError(
+            f"shared folder {shared} not found (resolved: {shared.resolve()}); pass --shared PATH, "
+            "the folder that holds data/cifar10, data/mnist and weights/."
+        )
+
+
+def _ood_specs(detectors: str | None) -> list[str]:
+    """Validated detector specs (display strings); post-hoc detectors only."""
+    from .bench.runner import parse_spec_list, resolve_specs
+    from .detectors import get
+    from .protocols.image_ood import DEFAULT_DETECTORS
+
+    specs = resolve_specs(parse_spec_list(detectors) if detectors else list(DEFAULT_DETECTORS))
+    other = [s.name for s in specs if get(s.name).family != "posthoc"]
+    if other:
+        raise ParamError(
+            f"{', '.join(other)}: not post-hoc detector(s); bench ood runs detectors that use the "
+            f"classifier's features and head: {', '.join(DEFAULT_DETECTORS)}."
+        )
+    return [s.display for s in specs]
+
+
+def _run_ood_protocol(
+    protocol: str, shared: Path, depth: int | None, config: Path | None, limit: int | None, options: dict[str, Any]
+) -> Any:
+    from .protocols import c10_ood_local, c10_osr6, run_folders
+
+    if protocol == "c10-ood-local":
+        return c10_ood_local(shared, depth=depth or 20, **options)
+    if protocol == "c10-osr6":
+        return c10_osr6(shared, limit=limit, **options)
+    assert config is not None  # _check_ood_options
+    return run_folders(config, **options)
+
+
+def _ood_header(info: dict[str, Any]) -> str:
+    from .report.html import is_missing
+
+    acc = info.get("id_accuracy")
+    shown = "n/a" if is_missing(acc) else f"{100 * acc:.2f}%"
+    version = f" v{info['protocol_version']}" if info.get("protocol_version") else ""
+    return (
+        f"ID accuracy: {shown} ({info.get('backbone')}, {info.get('n_id_test')} ID test images; "
+        f"protocol {info.get('protocol')}{version}; weights sha256 {str(info.get('weights_hash', ''))[:16]})"
     )
 
 

@@ -825,6 +825,21 @@ def _as_classes(classes: Sequence[str] | None, labels: np.ndarray, where: str) -
     return names
 
 
+def array_fingerprint(images: np.ndarray, chunk_bytes: int = 64 << 20) -> str:
+    """sha256 over an array's dtype, shape and bytes (C order): the data part of a cache key.
+
+    Hashed in slices along the first axis, so a non-contiguous array is never copied whole.
+    """
+    images = np.asarray(images)
+    digest = hashlib.sha256(f"ndarray|{images.dtype.str}|{images.shape}|".encode())
+    if images.size:
+        rows = max(1, chunk_bytes // max(1, images[:1].nbytes)) if images.ndim else 1
+        parts = [images] if images.ndim == 0 else (images[i : i + rows] for i in range(0, len(images), rows))
+        for part in parts:
+            digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+    return digest.hexdigest()
+
+
 def _array_fingerprint(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> str:
     h = hashlib.blake2b(digest_size=_FINGERPRINT_BYTES)
     h.update(
@@ -837,7 +852,7 @@ def _array_fingerprint(images: np.ndarray, labels: np.ndarray, classes: list[str
             }
         )
     )
-    h.update(images.data)
+    h.update(array_fingerprint(images).encode())
     h.update(labels.astype("<i8").tobytes())
     return h.hexdigest()
 

@@ -4,6 +4,10 @@ A protocol turns a data set and a seed into the exact train/test split the
 definition prescribes and carries the name and version recorded with every result,
 so that results from different protocol definitions are never mixed.
 
+The classifier-based image OOD protocols (C10-OOD-local, C10-OSR6, image folders) are
+functions in :mod:`oddkit.protocols.image_ood`; they return an :class:`OODResult`
+(rows per detector and OOD set, raw scores, provenance in ``info``).
+
 >>> from oddkit.protocols import get_protocol
 >>> get_protocol("ADB-dev").version
 '1'
@@ -13,8 +17,31 @@ from __future__ import annotations
 
 from ..errors import ParamError
 from .adb_dev import ADBDev, Split
+from .image_ood import (
+    DEFAULT_DETECTORS,
+    OODResult,
+    OODSet,
+    c10_ood_local,
+    c10_osr6,
+    evaluate_posthoc,
+    group_means,
+    run_folders,
+)
 
-__all__ = ["ADBDev", "Split", "get_protocol", "list_protocols"]
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "ADBDev",
+    "OODResult",
+    "OODSet",
+    "Split",
+    "c10_ood_local",
+    "c10_osr6",
+    "evaluate_posthoc",
+    "get_protocol",
+    "group_means",
+    "list_protocols",
+    "run_folders",
+]
 
 
 def list_protocols() -> list[str]:

@@ -26,6 +26,8 @@ from sklearn.metrics import roc_curve
 DPI = 100
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_ROC_PANELS = 6
+MAX_HIST_SETS = 6  # OOD sets (panels) per detector row in score_histograms
+HIST_BINS = 50
 _CHAR_INCH = 0.075  # rough width of one tick-label character at font size 9
 
 
@@ -59,12 +61,16 @@ def auroc_bars(names: Sequence[str], means: Sequence[float], stds: Sequence[floa
 
 
 def auroc_heatmap(
-    detectors: Sequence[str], datasets: Sequence[str], values: np.ndarray
+    detectors: Sequence[str],
+    datasets: Sequence[str],
+    values: np.ndarray,
+    colorbar_label: str = "mean AUROC over seeds",
 ) -> bytes | None:
     """Heatmap of mean AUROC with detectors as rows and data sets as columns.
 
     ``values`` has shape (len(detectors), len(datasets)); NaN cells are drawn grey.
     Values are written into the cells while the cells are wide enough to hold them.
+    ``colorbar_label`` names what the values are.
     """
     values = np.asarray(values, dtype=float)
     if values.size == 0 or not np.isfinite(values).any():
@@ -90,7 +96,7 @@ def auroc_heatmap(
     if annotate:
         _annotate_cells(ax, values, cmap, vmin)
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
-    bar.set_label("mean AUROC over seeds")
+    bar.set_label(colorbar_label)
     return _png(fig)
 
 
@@ -150,6 +156,65 @@ def roc_panels(curves: Mapping[str, Mapping[str, tuple]]) -> bytes | None:
     handles = [_line_handle(colour[d]) for d in detectors]
     fig.legend(handles, detectors, loc="outside lower center", ncols=min(3, len(detectors)), fontsize=9)
     return _png(fig)
+
+
+def score_histograms(
+    scores: Mapping[str, Mapping[str, np.ndarray]], id_key: str = "ID", bins: int = HIST_BINS
+) -> bytes | None:
+    """Score histograms, ID against each OOD set: one row per detector, one panel per OOD set.
+
+    ``scores`` maps detector -> {``id_key``: ID scores, OOD set name: scores, ...} (the
+    first :data:`MAX_HIST_SETS` OOD sets are drawn). In each panel the ID histogram (grey)
+    and the OOD set's (its own colour, the same in every row) are density-normalised, so
+    sets of different sizes compare. A row shares one bin range: the 0.5th to 99.5th
+    percentile of all its scores (values outside fall into the edge bins), so a few
+    extreme scores do not squash the rest. Detectors without finite ID scores are skipped.
+    """
+    rows = {str(det): per for det, per in scores.items() if _finite(per.get(id_key))}
+    sets = list(dict.fromkeys(k for per in rows.values() for k in per if k != id_key))[:MAX_HIST_SETS]
+    if not rows or not sets:
+        return None
+    palette = _colormap("tab10")
+    colour = {name: palette(i % palette.N) for i, name in enumerate(sets)}
+    fig = Figure(figsize=(3.2 * len(sets), 2.5 * len(rows) + 0.5), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(rows), len(sets), squeeze=False)
+    for r, (det, per) in enumerate(rows.items()):
+        edges = _bin_edges([per[k] for k in [id_key, *sets] if _finite(per.get(k))], bins)
+        for c, name in enumerate(sets):
+            ax = axes[r, c]
+            _hist(ax, per[id_key], edges, "#7F7F7F", id_key)
+            if _finite(per.get(name)):
+                _hist(ax, per[name], edges, colour[name], name)
+            ax.set_title(f"{det}: {name}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.set_yticks([])
+            if r == len(rows) - 1:
+                ax.set_xlabel("score (higher = more OOD)", fontsize=8)
+    handles = [_line_handle("#7F7F7F")] + [_line_handle(colour[n]) for n in sets]
+    fig.legend(handles, [id_key, *sets], loc="outside lower center", ncols=min(6, len(sets) + 1), fontsize=9)
+    return _png(fig)
+
+
+def _finite(values) -> bool:
+    """True for a non-empty array of finite numbers."""
+    if values is None:
+        return False
+    v = np.asarray(values, dtype=float)
+    return v.size > 0 and bool(np.isfinite(v).all())
+
+
+def _bin_edges(arrays: Sequence[np.ndarray], bins: int) -> np.ndarray:
+    both = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+    lo, hi = np.percentile(both, [0.5, 99.5])
+    if not hi > lo:  # (almost) constant scores: a small window around them
+        lo, hi = float(both.min()) - 0.5, float(both.max()) + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def _hist(ax, values, edges: np.ndarray, colour, label: str) -> None:
+    v = np.clip(np.asarray(values, dtype=float).ravel(), edges[0], edges[-1])
+    ax.hist(v, bins=edges, density=True, color=colour, alpha=0.45, label=label)
+    ax.hist(v, bins=edges, density=True, histtype="step", color=colour, linewidth=1.0)
 
 
 def _roc_points(curves: Mapping[str, Mapping[str, tuple]]) -> dict[str, dict[str, tuple]]:
