@@ -72,7 +72,7 @@ class FeatureCache:
     """A directory of feature entries; see the module docstring for the guarantees."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # "~/.cache/..." as users write it
         self.problem = self._probe_writable()
 
     @property
