@@ -19,7 +19,6 @@ References, on the same features/head/labels:
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from helpers import digits_posthoc, pytorch_ood_detector
@@ -31,6 +30,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
 from oddkit import detectors
+from oddkit.detectors._neighbors import NeighborIndex
 from oddkit.detectors.posthoc import feature
 from oddkit.errors import FeatureMismatchError, InputError, ParamError
 
@@ -150,6 +150,122 @@ def test_knn_equals_pytorch_ood_and_sklearn(digits, k):
     unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)
     dist, _ = NearestNeighbors(n_neighbors=k).fit(unit(Ftr)).kneighbors(unit(X))
     np.testing.assert_allclose(ours, dist[:, -1], rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- KNN search
+needs_native = pytest.mark.skipif(
+    feature._native is None, reason="the compiled neighbour kernels are not built (no C compiler)"
+)
+
+
+def _exact_kth(train: np.ndarray, X: np.ndarray, k: int) -> np.ndarray:
+    """k-th distance of the general exact index: the reference of KNN's specialised search."""
+    unit = feature._l2_normalise
+    dist, _ = NeighborIndex(unit(np.asarray(train, float))).query(unit(np.asarray(X, float)), k)
+    return dist[:, -1]
+
+
+def _head(width: int):
+    rng = np.random.RandomState(0)
+    return rng.normal(size=(3, width)), np.zeros(3)
+
+
+@needs_native
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_knn_search_is_bit_identical_to_the_exact_index(digits, k):
+    X = digits["test"]
+    ours = _fit("knn_ood", digits, k=k).score(X)
+    np.testing.assert_array_equal(ours, _exact_kth(digits["Ftr"], X, k))
+
+
+@needs_native
+@pytest.mark.parametrize("k", [1, 3, 60])
+def test_knn_search_with_duplicate_rows_and_tied_distances(digits, k):
+    """Coarse values give many exactly tied distances; copied rows fill several slots."""
+    base = np.round(digits["Ftr"][:300] * 2) / 2
+    base = base[np.linalg.norm(base, axis=1) > 0]
+    train = np.vstack([base, base[:100], base[:20]])
+    X = np.vstack([base[:50], np.round(digits["test"][:200] * 2) / 2])  # some equal training rows
+    ours = _fit("knn_ood", digits, train, k=k).score(X)
+    np.testing.assert_array_equal(ours, _exact_kth(train, X, k))
+
+
+@needs_native
+def test_knn_rows_the_certificate_cannot_settle_go_to_the_exact_index(monkeypatch):
+    """16 training rows at exactly the same distance from the query: the k-th lies in the
+    tie, so the float32 certificate fails and the exact index answers (same result)."""
+    d = 16
+    train = np.vstack([np.eye(d), -np.eye(d), np.ones((1, d))])
+    X = np.vstack([np.ones(d), np.random.RandomState(1).normal(size=d)])
+    det = detectors.create("knn_ood", k=4).fit(train, head=_head(d))
+    calls = []
+    exact = det._exact_kth
+    monkeypatch.setattr(det, "_exact_kth", lambda Z: calls.append(len(Z)) or exact(Z))
+    ours = det.score(X)
+    assert calls == [1]  # only the tied row needed the exact index
+    np.testing.assert_array_equal(ours, _exact_kth(train, X, 4))
+    assert ours[0] == pytest.approx(np.sqrt(2 - 2 / np.sqrt(d)), rel=1e-12)
+
+
+@needs_native
+def test_knn_near_ties_below_float32_resolution_are_resolved_exactly(monkeypatch):
+    """20 training rows whose distances to the query differ by ~1e-10 (float32 sees one
+    value), stored farthest first: the float32 selection keeps the wrong ones, the
+    certificate must notice, and the exact index gives the true 4th distance."""
+    d = 24
+    theta = 0.5 + 1e-10 * np.arange(20, 0, -1)  # column 0 is the farthest
+    near = np.zeros((20, d))
+    near[:, 0] = np.cos(theta)
+    near[np.arange(20), np.arange(1, 21)] = np.sin(theta)
+    train = np.vstack([near, -np.eye(d)])
+    q = np.eye(d)[:1]
+    det = detectors.create("knn_ood", k=4).fit(train, head=_head(d))
+    calls = []
+    exact = det._exact_kth
+    monkeypatch.setattr(det, "_exact_kth", lambda Z: calls.append(len(Z)) or exact(Z))
+    ours = det.score(q)
+    assert calls == [1]
+    np.testing.assert_array_equal(ours, _exact_kth(train, q, 4))
+    assert ours[0] == pytest.approx(2 * np.sin((0.5 + 4e-10) / 2), rel=1e-12)  # the 4th nearest
+
+
+@needs_native
+def test_knn_search_over_threads_and_chunks(digits, monkeypatch):
+    """Many small chunks on the thread pool give the single-thread, one-chunk result."""
+    from oddkit.detectors import _neighbors
+
+    X = np.vstack([digits["test"]] * 3)
+    det = _fit("knn_ood", digits, k=10)
+    whole = det.score(X)
+    monkeypatch.setattr(feature, "KTH_CHUNK_BYTES", 4 * digits["Ftr"].shape[0] * 37)
+    det = _fit("knn_ood", digits, k=10)
+    assert det._kth_search()._rows_per_chunk() == 37
+    old = _neighbors.get_num_threads()
+    try:
+        _neighbors.set_num_threads(2)
+        pooled = det.score(X)
+        _neighbors.set_num_threads(1)
+        single = det.score(X)
+    finally:
+        _neighbors.set_num_threads(None if old == _neighbors._CPU_COUNT else old)
+    np.testing.assert_array_equal(pooled, whole)
+    np.testing.assert_array_equal(single, whole)
+    rows = [0, 5, len(X) - 1]
+    np.testing.assert_array_equal([det.score(X[i : i + 1])[0] for i in rows], whole[rows])
+
+
+def test_knn_without_compiled_kernels_uses_the_exact_index(digits, monkeypatch):
+    ref = _exact_kth(digits["Ftr"], digits["test"], 50)
+    monkeypatch.setattr(feature, "_native", None)
+    np.testing.assert_array_equal(_fit("knn_ood", digits).score(digits["test"]), ref)
+
+
+@needs_native
+def test_knn_with_fewer_training_rows_than_candidates(digits):
+    """k + margin >= training rows: every row is a candidate (no selection, no certificate)."""
+    Ftr, X = digits["Ftr"][:30], digits["test"][:100]
+    ours = _fit("knn_ood", digits, Ftr, k=25).score(X)
+    np.testing.assert_array_equal(ours, _exact_kth(Ftr, X, 25))
 
 
 def _vim_reference(Ftr, X, W, b, D):
@@ -375,3 +491,33 @@ def test_vim_rejects_a_head_with_negative_mean_max_logit(digits):
     W, b = digits["head"]
     with pytest.raises(InputError, match="alpha"):
         _fit("vim", digits, head=(W, b - 1e3))
+
+
+# --------------------------------------------------------------------------- BLAS threads
+def _blas_thread_counts():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_narrow_features_score_on_one_blas_thread_and_restore_it(digits, monkeypatch):
+    """64-d features: BLAS on one thread inside fit/score; threads scoring side by side
+    leave the setting as it was."""
+    import threading
+
+    before = _blas_thread_counts()
+    dets = [_fit(name, digits) for name in ("vim", "fdbd", "mahalanobis", "rmds")]
+    seen = []
+    score = dets[0]._score
+    monkeypatch.setattr(dets[0], "_score", lambda X: seen.append(_blas_thread_counts()) or score(X))
+
+    def work(det):
+        for _ in range(30):
+            det.score(digits["test"])
+
+    threads = [threading.Thread(target=work, args=(det,)) for det in dets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen and all(set(counts) == {1} for counts in seen)
+    assert _blas_thread_counts() == before
