@@ -12,7 +12,7 @@
 Errors a user can cause (an :class:`~oddkit.errors.OddkitError`, a missing file) print
 one line ``error: ...`` on stderr and exit with code 2; a traceback is shown only with
 ``oddkit --debug ...`` or ``ODDKIT_DEBUG=1``. Ctrl-C during a benchmark exits with 130
-and keeps every finished cell (rerun the same command to resume).
+and keeps every finished cell and cached feature set (rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def friendly_errors(fn: F) -> F:
             if _debug():
                 raise
             typer.echo(
-                "interrupted: finished cells are saved; rerun the same command to resume.",
+                "interrupted: finished work is kept (benchmark cells, cached features); rerun the "
+                "same command to resume.",
                 err=True,
             )
             raise typer.Exit(130) from None
