@@ -218,3 +218,17 @@ class TestContract:
         Xte[:5, 4] = 7.0  # constant in training, different at test time
         s = case.fit(_make(name), Xtr).score(Xte)
         assert np.isfinite(s).all()
+
+
+@pytest.mark.parametrize(
+    "name", [i.name for i in detectors.list_detectors() if i.family == "posthoc"]
+)
+def test_posthoc_head_is_required_and_must_match_the_features(name):
+    d = digits_posthoc()
+    W, b = d["head"]
+    det = _make(name)
+    y = d["ytr"] if "labels" in det.inputs else None
+    with pytest.raises(InputError, match="head"):
+        det.fit(d["Ftr"], y)  # no head given
+    with pytest.raises(FeatureMismatchError, match="head W"):
+        det.fit(d["Ftr"], y, head=(W[:, :-1], b))  # one input feature short

@@ -21,7 +21,7 @@ from scipy.special import softmax as sp_softmax
 from oddkit import detectors
 from oddkit.detectors.posthoc import logit
 from oddkit.detectors.posthoc.logit import GEN, Energy, KLMatching
-from oddkit.errors import FeatureMismatchError, ParamError
+from oddkit.errors import ParamError
 from oddkit.metrics import auroc
 
 NAMES = ["msp", "maxlogit", "energy", "entropy", "gen", "klmatching"]
@@ -236,16 +236,6 @@ def test_set_params_validates():
     det = Energy()
     with pytest.raises(ParamError, match="temperature"):
         det.set_params(temperature=-2.0)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_head_and_feature_width_mismatch(name, digits):
-    W, b = digits["head"]
-    with pytest.raises(FeatureMismatchError, match="features"):
-        detectors.create(name).fit(digits["Ftr"], head=(W[:, :-1], b))
-    det = _fit(name, digits)
-    with pytest.raises(FeatureMismatchError):
-        det.score(digits["X"][:, :-1])
 
 
 def test_logit_helpers_agree_with_scipy(digits):
