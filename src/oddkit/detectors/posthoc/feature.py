@@ -18,8 +18,8 @@ Scoring is batch-independent: a row's score depends only on that row and the fit
 
 Narrow features (64-d for the CIFAR ResNets) make every matrix product here small, and
 OpenBLAS's threads then cost more than they save: BLAS runs on one thread for them (see
-:func:`_blas_for`). KNN has its own exact search for the one distance it needs
-(:class:`_KthDistance`), which spreads query chunks over the neighbour search's threads.
+:func:`_blas_for`). KNN asks the exact neighbour search for the one distance it needs
+(:meth:`~oddkit.detectors._neighbors.NeighborIndex.kth_distance`).
 """
 
 from __future__ import annotations
@@ -34,14 +34,8 @@ from scipy import sparse
 
 from ...errors import InputError, ParamError
 from .._neighbors import (
-    DEFAULT_MEMORY_BUDGET,
-    SMALL_WORK,
     NeighborIndex,
     _blas_threads,
-    _native,
-    _pool,
-    gemm_error_factor,
-    get_num_threads,
 )
 from ..base import check_bool, check_choice, check_int, register
 from .base import PosthocDetector, logsumexp
@@ -335,17 +329,12 @@ class KNNOOD(_FeatureDetector):
     k-th nearest normalised training feature (the paper thresholds its negative). An
     all-zero feature stays zero.
 
-    The search is exact: the score equals, bit for bit, the k-th distance of the exact
-    :class:`oddkit.detectors._neighbors.NeighborIndex` search. With ``index="flat"`` (and
-    the compiled neighbour kernels) it runs a search specialised to the one number the
-    score needs (:class:`_KthDistance`: one float32 GEMM per query chunk, the compiled
-    selection of the ``k + 6`` closest candidates, float64 distances of those candidates
-    only, and a rounding-error certificate; the rare rows it cannot certify go to the
-    exact index). On C10-OOD-local (50,000 x 64 training rows, 26,000 queries, k = 50,
-    2 cores) fit + score take about 1.9 s, against 2.6 s for the general exact index
-    and 4-5 s for pytorch-ood 0.4.0's ``KNN`` (scikit-learn); the float32 GEMM
-    (26,000 x 50,000 x 64) is most of it. ``index="hnsw"`` makes the search approximate
-    (FAISS HNSW) for very large training sets.
+    The search is exact (:meth:`oddkit.detectors._neighbors.NeighborIndex.kth_distance`:
+    float32 GEMM candidates, the compiled selection, float64 refinement and a
+    rounding-error certificate; ties and near-ties are settled exactly). On C10-OOD-local
+    (50,000 x 64 training rows, 26,000 queries, k = 50, 2 cores) fit + score take about
+    2.3 s; the float32 GEMM (26,000 x 50,000 x 64) is most of it. ``index="hnsw"`` makes
+    the search approximate (FAISS HNSW) for very large training sets.
 
     Default ``k=50``: the paper's choice for CIFAR-10 (it uses 200 for CIFAR-100 and 1000
     for ImageNet with 1% of the training set). Needs at least ``k`` training rows. The
@@ -378,15 +367,7 @@ class KNNOOD(_FeatureDetector):
         self.train_features_ = _l2_normalise(X)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        Z = _l2_normalise(X)
-        if self.index == "flat" and _native is not None:
-            return self._kth_search().distances(Z, self.k, self._exact_kth)
-        return self._exact_kth(Z)
-
-    def _exact_kth(self, Z: np.ndarray) -> np.ndarray:
-        """k-th distances by the general exact (or HNSW) neighbour index."""
-        dist, _ = self._neighbors().query(Z, self.k)
-        return dist[:, -1].copy()
+        return self._neighbors().kth_distance(_l2_normalise(X), self.k)
 
     def _neighbors(self) -> NeighborIndex:
         """The search index over ``train_features_`` (built on first use, also after loading)."""
@@ -394,134 +375,6 @@ class KNNOOD(_FeatureDetector):
             self._nn = NeighborIndex(self.train_features_, index=self.index)
             self._nn_source = self.train_features_
         return self._nn
-
-    def _kth_search(self) -> _KthDistance:
-        """The specialised k-th distance search over ``train_features_`` (built on first use)."""
-        if getattr(self, "_kth_source", None) is not self.train_features_:
-            self._kth = _KthDistance(self.train_features_)
-            self._kth_source = self.train_features_
-        return self._kth
-
-
-#: candidates per query beyond the k needed, so that near-ties at the k-th distance
-#: rarely defeat the certificate (none of the 26,000 C10-OOD-local rows needs a retry).
-KTH_MARGIN = 6
-#: float32 GEMM output of one query chunk (per thread), within the neighbour search's
-#: memory budget (shared by the threads). 64 MiB (335 query rows against 50,000 training
-#: rows) measured about 15% faster than 32 MiB and as fast as 128 MiB on 2 cores.
-KTH_CHUNK_BYTES = 64 * 2**20
-
-
-class _KthDistance:
-    """Exact k-th nearest-neighbour distance of query rows to a fixed matrix of rows.
-
-    What the KNN score needs and no more: no neighbour indices, no sorted lists, no
-    grouping of duplicate rows. For a chunk of query rows ``q`` (at most
-    :data:`KTH_CHUNK_BYTES` of GEMM output per thread):
-
-    1. ``t(y) = |y|^2 - 2 q.y`` for every training row ``y``, the squared distance less
-       ``|q|^2``, by one float32 GEMM (rows centred at the training mean, which keeps the
-       rounding error small);
-    2. the ``m = k + KTH_MARGIN`` columns of smallest ``t`` per row, and the m-th value
-       ``f``, by the compiled selection (``_knn_native.smallest``), which also guarantees
-       that every column left out has ``t >= f``;
-    3. the exact float64 squared distances of those ``m`` candidates and the k-th smallest,
-       ``r^2``, by the compiled refinement (``_knn_native.refine``): the same summation,
-       in the same order, as :class:`~oddkit.detectors._neighbors.NeighborIndex`, so the
-       result is bit-identical to the general exact search;
-    4. the certificate of that search: with the float32 GEMM's rounding bound
-       ``c (|q| + |y|)^2`` (:func:`~oddkit.detectors._neighbors.gemm_error_factor`), a
-       row left out cannot lie within ``r`` when ``|q|^2 + f - c (2 |q| + r)^2 > r^2``.
-       Rows where this fails (near-ties at the cut-off) are answered by ``fallback``
-       (the exact general search).
-
-    Query chunks run on the neighbour search's thread pool
-    (:func:`~oddkit.detectors._neighbors.get_num_threads` threads, BLAS single-threaded
-    inside each); the compiled kernels and the GEMM release the GIL. Needs the compiled
-    kernels (``_knn_native``).
-    """
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self.rows = np.ascontiguousarray(rows, dtype=np.float64)
-        self.n, self.dim = self.rows.shape
-        self.shift = self.rows.mean(axis=0)
-        centred = self.rows - self.shift
-        self.weights = np.ascontiguousarray((-2.0 * centred).astype(np.float32))
-        self.norms = np.einsum("ij,ij->i", centred, centred).astype(np.float32)
-        self.counts = np.ones(self.n, dtype=np.int64)  # each row is its own group
-        self.c = gemm_error_factor(self.dim, 2.0**-24)
-
-    def distances(
-        self, Z: np.ndarray, k: int, fallback: Callable[[np.ndarray], np.ndarray]
-    ) -> np.ndarray:
-        """The k-th smallest Euclidean distance from each row of ``Z`` to the rows."""
-        n_q = Z.shape[0]
-        kth = np.empty(n_q)
-        failed = np.zeros(n_q, dtype=bool)
-        step = self._rows_per_chunk()
-        chunks = [(a, min(a + step, n_q)) for a in range(0, n_q, step)]
-        threads = get_num_threads() if float(n_q) * self.n * self.dim >= SMALL_WORK else 1
-        local = threading.local()  # one GEMM buffer per thread, for this call only
-
-        def work(bounds: tuple[int, int]) -> None:
-            a, b = bounds
-            if getattr(local, "buf", None) is None:
-                local.buf = np.empty((min(step, n_q), self.n), dtype=np.float32)
-            kth[a:b], failed[a:b] = self._chunk(Z[a:b], k, local.buf)
-
-        if threads == 1 or len(chunks) == 1:
-            for bounds in chunks:
-                work(bounds)
-        else:  # chunks handed out one by one: a thread slowed down by others waits less
-            with _blas_threads(1):
-                list(_pool(threads).map(work, chunks))
-        dist = np.sqrt(kth)
-        if failed.any():
-            dist[failed] = fallback(Z[failed])
-        return dist
-
-    def _rows_per_chunk(self) -> int:
-        """Query rows per chunk: about KTH_CHUNK_BYTES of GEMM output, within the budget."""
-        per_row = 4 * self.n
-        budget = DEFAULT_MEMORY_BUDGET // get_num_threads()
-        return max(1, min(KTH_CHUNK_BYTES // per_row, budget // per_row, 1024))
-
-    def _chunk(self, Q: np.ndarray, k: int, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Squared k-th distances of the rows of ``Q``, and which rows are not certified."""
-        r = Q.shape[0]
-        Q = np.ascontiguousarray(Q)
-        m = min(self.n, k + KTH_MARGIN)
-        if m == self.n:  # every row is a candidate: exact without a certificate
-            return self._refine(Q, None, k), np.zeros(r, dtype=bool)
-        Qc = Q - self.shift
-        q_sq = np.einsum("ij,ij->i", Qc, Qc)
-        t = buf[:r]
-        np.matmul(Qc.astype(np.float32), self.weights.T, out=t)
-        cand = np.empty((r, m), dtype=np.int64)
-        f = np.empty(r, dtype=np.float32)
-        _native.smallest(t, self.norms, r, self.n, m, cand, f, False)
-        kth_sq = self._refine(Q, cand, k)
-        lower = q_sq + f.astype(np.float64) - self.c * (2.0 * np.sqrt(q_sq) + np.sqrt(kth_sq)) ** 2
-        return kth_sq, ~(kth_sq < lower)
-
-    def _refine(self, Q: np.ndarray, cand: np.ndarray | None, k: int) -> np.ndarray:
-        """Exact squared k-th distance among the candidate rows (None: all rows)."""
-        r = Q.shape[0]
-        sq = np.empty((r, k))
-        grp = np.empty((r, k), dtype=np.int64)
-        rank = np.empty((r, k), dtype=np.int64)
-        kth_sq = np.empty(r)
-        every = cand is None
-        cand_arr = _NO_ROWS if every else cand
-        m = 0 if every else cand_arr.shape[1]
-        _native.refine(
-            Q, self.rows, cand_arr, self.counts, _NO_ROWS, False,
-            r, m, self.dim, self.n, k, every, sq, grp, rank, kth_sq,
-        )
-        return kth_sq
-
-
-_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- ViM / Residual
