@@ -58,6 +58,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,19 +147,70 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _pools[threads]
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None
 _blas_controller: Any = None
+_blas_modules = -1
+
+
+def _blas_libraries() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, rebuilt after new imports.
+
+    Building the view scans the process's shared libraries (milliseconds), so it is kept;
+    an import since the last scan (torch, a scipy submodule) may have loaded another
+    BLAS, so a change in ``len(sys.modules)`` triggers a new scan.
+    """
+    global _blas_controller, _blas_modules
+    from threadpoolctl import ThreadpoolController
+
+    if _blas_controller is None or len(sys.modules) != _blas_modules:
+        _blas_modules = len(sys.modules)
+        _blas_controller = ThreadpoolController()
+    return _blas_controller
+
+
+def _as_blas_owner(change: Callable[[], Any]) -> Any:
+    """Run ``change`` (a threadpoolctl limit or restore) from whichever thread we are on.
+
+    threadpoolctl 3.8 lets only one thread at a time set a process-wide OpenBLAS pool and
+    silently ignores the others. Our counted limit may be taken on one thread and lifted
+    on another, so the ownership is released before and after each change (under
+    ``_blas_lock``); older threadpoolctl versions have no such rule and need nothing.
+    """
+    import threadpoolctl
+
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+    try:
+        return change()
+    finally:
+        if release is not None:
+            release(force=True)
 
 
 @contextmanager
-def _blas_threads(n: int) -> Iterator[None]:
-    """BLAS limited to ``n`` threads (threadpoolctl, a scikit-learn dependency)."""
-    global _blas_controller
-    from threadpoolctl import ThreadpoolController
+def _one_blas_thread() -> Iterator[None]:
+    """Every loaded BLAS on one thread inside the block (threadpoolctl).
 
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=n, user_api="blas"):
+    Counted: the limit is taken when the first thread enters and lifted when the last one
+    leaves, so threads working side by side (a pooled search, detectors scoring in
+    parallel) never restore the setting under one another.
+    """
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _as_blas_owner(lambda: _blas_libraries().limit(limits=1, user_api="blas"))
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limit is not None:
+                _as_blas_owner(_blas_limit.restore_original_limits)
+                _blas_limit = None
 
 
 @contextmanager
@@ -294,7 +346,7 @@ class NeighborIndex:
                     fn(lo, hi)
                 return
             self._pooled = True
-            with _blas_threads(1):
+            with _one_blas_thread():
                 list(_pool(threads).map(lambda b: fn(*b), bounds))
         finally:
             self._pooled = False

@@ -24,7 +24,6 @@ OpenBLAS's threads then cost more than they save: BLAS runs on one thread for th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -35,7 +34,7 @@ from scipy import sparse
 from ...errors import InputError, ParamError
 from .._neighbors import (
     NeighborIndex,
-    _blas_threads,
+    _one_blas_thread,
 )
 from ..base import check_bool, check_choice, check_int, register
 from .base import PosthocDetector, logsumexp
@@ -180,30 +179,14 @@ def _blas_for(rows: int, width: int) -> Iterator[None]:
     cost more than they save; on a busy machine a threaded 8192 x 64 x 10 product was
     measured ten times slower than a single-threaded one (7.8 ms against 0.8 ms); on an
     idle one the threads save 5-10% of a whole fit + score. The limit is taken once for
-    all threads inside such a block and lifted when the last one leaves.
+    all threads inside such a block and lifted when the last one leaves (shared with the
+    pooled neighbour search).
     """
     if float(rows) * width * width >= _THREADED_BLAS_WORK:
         yield
         return
-    global _single_blas_users, _single_blas_limit
-    with _single_blas_lock:  # counted: threads scoring side by side restore BLAS only once
-        if _single_blas_users == 0:
-            _single_blas_limit = _blas_threads(1)
-            _single_blas_limit.__enter__()
-        _single_blas_users += 1
-    try:
+    with _one_blas_thread():
         yield
-    finally:
-        with _single_blas_lock:
-            _single_blas_users -= 1
-            if _single_blas_users == 0 and _single_blas_limit is not None:
-                _single_blas_limit.__exit__(None, None, None)
-                _single_blas_limit = None
-
-
-_single_blas_lock = threading.Lock()
-_single_blas_users = 0
-_single_blas_limit: Any = None
 
 
 # --------------------------------------------------------------------------- Mahalanobis
