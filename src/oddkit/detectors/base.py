@@ -118,10 +118,12 @@ def check_random_state(value: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------- input
-def as_matrix(X: Any, what: str = "X") -> np.ndarray:
-    """Turn ``X`` into a finite, non-empty 2-D float64 array or raise a typed error.
+def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,)) -> np.ndarray:
+    """Turn ``X`` into a finite, non-empty 2-D float array or raise a typed error.
 
-    Accepts anything ``np.asarray`` understands (lists, arrays, DataFrames).
+    Accepts anything ``np.asarray`` understands (lists, arrays, DataFrames). An array whose
+    dtype is one of ``dtypes`` is kept as it is (no copy); anything else is converted to
+    ``dtypes[-1]`` (float64 by default).
     """
     if X is None:
         raise InputError(f"{what} is None; pass a 2-D array of shape (n_samples, n_features).")
@@ -149,7 +151,8 @@ def as_matrix(X: Any, what: str = "X") -> np.ndarray:
         raise EmptyInputError(f"{what} has no rows (shape {arr.shape}); pass at least one sample.")
     if arr.shape[1] == 0:
         raise EmptyInputError(f"{what} has no columns (shape {arr.shape}); pass at least one feature.")
-    arr = np.asarray(arr, dtype=np.float64)
+    if arr.dtype not in dtypes:
+        arr = np.asarray(arr, dtype=dtypes[-1])
     if not np.isfinite(arr).all():
         bad = ~np.isfinite(arr)
         rows = np.flatnonzero(bad.any(axis=1))
@@ -182,6 +185,10 @@ class Detector:
     randomized: ClassVar[bool] = False
     #: rows scored per internal chunk; bounds the memory of ``score`` for any n.
     score_chunk_rows: ClassVar[int] = 65536
+    #: dtypes ``_fit`` / ``_score`` accept as given; other input is converted to the last.
+    #: Detectors that compute in the input's precision (the post-hoc family keeps a
+    #: network's float32 features float32) list ``np.float32`` first.
+    input_dtypes: ClassVar[tuple[type, ...]] = (np.float64,)
 
     # ------------------------------------------------------------- hyperparameters
     def _check_params(self) -> None:
@@ -264,7 +271,7 @@ class Detector:
         ``y`` is used only by detectors that declare ``"labels"`` in ``inputs``;
         other inputs a detector declares (``head`` ...) come as keyword arguments.
         """
-        X = as_matrix(X, "X")
+        X = as_matrix(X, "X", self.input_dtypes)
         for key in context:
             if key not in self.inputs:
                 raise InputError(
@@ -298,7 +305,7 @@ class Detector:
     def score(self, X: Any) -> np.ndarray:
         """Anomaly scores of ``X``: float64, shape (n,), finite, higher = more anomalous."""
         self._check_fitted()
-        X = as_matrix(X, "X")
+        X = as_matrix(X, "X", self.input_dtypes)
         if X.shape[1] != self.n_features_in_:
             raise FeatureMismatchError(
                 f"X has {X.shape[1]} features but {type(self).__name__} was fitted on "

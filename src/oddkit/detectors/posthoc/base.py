@@ -101,6 +101,10 @@ class PosthocDetector(Detector):
 
     family: ClassVar[str] = "posthoc"
     inputs: ClassVar[tuple[str, ...]] = ("features", "head")
+    #: a network's float32 features stay float32 (no float64 copy of the whole matrix);
+    #: the large products run in float32, as in the network, and every reduction and
+    #: every score is float64. Other input is converted to float64.
+    input_dtypes: ClassVar[tuple[type, ...]] = (np.float32, np.float64)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, **context: Any) -> None:
         head = as_head(context.get("head"), X.shape[1])
@@ -119,7 +123,17 @@ class PosthocDetector(Detector):
         return Head(self.W_, self.b_)
 
     def _logits(self, X: np.ndarray) -> np.ndarray:
-        return X @ self.W_.T + self.b_
+        """``X @ W.T + b`` in float64 (the product in float32 when ``X`` is float32)."""
+        return np.add(X @ self._weights_like(X).T, self.b_)
+
+    def _weights_like(self, X: np.ndarray) -> np.ndarray:
+        """``W_`` in ``X``'s dtype (the float32 copy is made once per fit)."""
+        if X.dtype != np.float32:
+            return self.W_
+        cached = getattr(self, "_w32", None)
+        if cached is None or cached[0] is not self.W_:
+            cached = self._w32 = (self.W_, self.W_.astype(np.float32))
+        return cached[1]
 
     @staticmethod
     def _check_labels(y: np.ndarray | None, n_classes: int) -> np.ndarray:
