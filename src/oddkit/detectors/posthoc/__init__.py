@@ -16,6 +16,6 @@ If you only have logits, pass them as features with an identity head:
 
 from .base import Head, PosthocDetector, as_head
 
-from . import feature, gradient, logit, shaping  # noqa: E402,F401  (registers the detectors)
+from . import feature, gradient, layers, logit, odin, shaping  # noqa: E402,F401  (registers the detectors)
 
 __all__ = ["Head", "PosthocDetector", "as_head"]
