@@ -27,6 +27,8 @@ from oddkit.errors import InputError
 from oddkit.metrics import evaluate
 from oddkit.protocols import (
     DEFAULT_DETECTORS,
+    LAYERED_DETECTORS,
+    Layered,
     OODResult,
     OODSet,
     evaluate_posthoc,
@@ -122,9 +124,25 @@ def test_inputs_shared_by_every_detector_are_checked_once(digits):
         evaluate_posthoc(*args, {}, ["msp"])
 
 
-def test_default_detectors_are_every_registered_posthoc_detector():
-    registered = {i.name for i in list_detectors() if i.family == "posthoc"}
+def test_default_detectors_are_every_registered_posthoc_detector_on_features():
+    """Every post-hoc detector that needs no network input (images) is in the default run."""
+    registered = {i.name for i in list_detectors() if i.family == "posthoc" and "images" not in i.inputs}
     assert sorted(DEFAULT_DETECTORS) == sorted(registered)
+    assert LAYERED_DETECTORS <= set(DEFAULT_DETECTORS)
+
+
+def test_layered_detector_runs_on_layered_features_and_fails_clearly_without(digits):
+    """mahalanobis_ensemble gets the layered sets (blocks filled in); without them its rows
+    carry an error naming what is missing, and the other detectors still run."""
+    args = (digits["Ftr"], digits["ytr"], digits["head"], digits["Fid"], _ood(digits))
+    missing = evaluate_posthoc(*args, ["mahalanobis_ensemble", "energy"])
+    errors = {r["detector"]: r["error"] for r in missing.rows}
+    assert "several layers" in errors["mahalanobis_ensemble"] and errors["energy"] == ""
+    half = digits["Ftr"].shape[1] // 2
+    layered = Layered(digits["Ftr"], digits["Fid"], {k: o.features for k, o in _ood(digits).items()}, [half, half])
+    res = evaluate_posthoc(*args, ["mahalanobis_ensemble"], layered=layered)
+    assert all(r["error"] == "" for r in res.rows)
+    assert min(r["auroc"] for r in res.rows) > 0.9
 
 
 # --------------------------------------------------------------------------- report
@@ -271,6 +289,21 @@ def test_cli_folders_end_to_end(tmp_path, folders):
     assert again.exit_code == 0, again.output
     prov = json.loads((tmp_path / "again" / "provenance.json").read_text())
     assert all(prov["from_cache"].values())  # second run: every set from the feature cache
+
+
+def test_cli_folders_runs_odin_on_images_and_the_layer_ensemble_on_pooled_layers(tmp_path, folders):
+    """ODIN scores the images through the network; mahalanobis_ensemble gets the pooled
+    features of the CIFAR ResNet's four layers (16+16+32+64 columns)."""
+    result = _bench(folders, tmp_path / "out", "--detectors", "odin,mahalanobis_ensemble,msp")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "out" / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["detector"] for r in rows} == {"odin", "mahalanobis_ensemble", "msp"}
+    assert all(r["error"] == "" for r in rows), [r["error"] for r in rows if r["error"]]
+    noise = {r["detector"]: float(r["auroc"]) for r in rows if r["ood_set"] == "noise"}
+    assert noise["mahalanobis_ensemble"] > 0.9
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["detectors"] == ["odin", "mahalanobis_ensemble", "msp"]
 
 
 def test_cli_errors_are_one_line(tmp_path, folders):

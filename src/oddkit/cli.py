@@ -315,12 +315,14 @@ def bench_ood(
                                "progress": progress}  # fmt: skip
     if batch_size is not None:
         options["batch_size"] = batch_size
-    typer.echo(f"oddkit bench ood: {protocol}, {len(specs)} detectors; feature cache {options['cache_dir']}")
+    shown = f"{len(specs)} detectors" if specs is not None else "the default post-hoc detectors"
+    typer.echo(f"oddkit bench ood: {protocol}, {shown}; feature cache {options['cache_dir']}")
     start = time.perf_counter()
     result = _run_ood_protocol(protocol, shared, depth, config, limit, options)
     wall = time.perf_counter() - start
     info = result.info
-    prov = collect(**info, detectors=specs, cache_dir=str(options["cache_dir"]), wall_seconds=round(wall, 3))
+    ran = list(dict.fromkeys(r["detector"] for r in result.rows))
+    prov = collect(**info, detectors=ran, cache_dir=str(options["cache_dir"]), wall_seconds=round(wall, 3))
     title = f"oddkit bench ood: {info.get('protocol', protocol)}, {info.get('backbone', '')}".rstrip(", ")
     paths = write_ood_report(result, out, title, provenance=prov)
     typer.echo("")
@@ -354,13 +356,16 @@ def _check_ood_options(protocol: str, shared: Path, depth: int | None, config: P
         )
 
 
-def _ood_specs(detectors: str | None) -> list[str]:
-    """Validated detector specs (display strings); post-hoc detectors only."""
+def _ood_specs(detectors: str | None) -> list[str] | None:
+    """Validated detector specs (display strings), post-hoc detectors only; None (the
+    protocol's default set) when none are given."""
     from .bench.runner import parse_spec_list, resolve_specs
     from .detectors import get
     from .protocols.image_ood import DEFAULT_DETECTORS
 
-    specs = resolve_specs(parse_spec_list(detectors) if detectors else list(DEFAULT_DETECTORS))
+    if not detectors:
+        return None
+    specs = resolve_specs(parse_spec_list(detectors))
     other = [s.name for s in specs if get(s.name).family != "posthoc"]
     if other:
         raise ParamError(

@@ -32,16 +32,19 @@ except ModuleNotFoundError as _exc:  # only a missing torch; a broken install ra
 from .backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    CIFAR_RESNET_LAYERS,
     Backbone,
     BackboneInfo,
     HookBackbone,
     ImageTransform,
     LinearHeadBackbone,
+    PooledLayersBackbone,
     WeightsError,
     create_backbone,
     from_module,
     list_backbones,
     load_weights_file,
+    pooled_layers,
     register_backbone,
     state_dict_hash,
 )
@@ -49,6 +52,9 @@ from .cache import FEATURE_FORMAT_VERSION, FeatureCache, FeatureCacheWarning, ar
 from .extract import Extracted, ImageSource, extract
 
 __all__ = [
+    "CIFAR_RESNET_LAYERS",
+    "PooledLayersBackbone",
+    "pooled_layers",
     "FEATURE_FORMAT_VERSION",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,92 @@ class HookBackbone(Backbone):
 
     def _head_layer(self) -> nn.Module | None:
         return self._head_module
+
+
+class PooledLayersBackbone(Backbone):
+    """Features = the mean-pooled outputs of several named layers of a backbone's model.
+
+    Each listed layer's output ``(n, C, H, W)`` is averaged over its spatial positions
+    (a 2-D output is taken as it is) and the results are concatenated in the order
+    given: the per-layer features of Lee et al.'s feature ensemble
+    (:class:`~oddkit.detectors.posthoc.layers.MahalanobisEnsemble`). Logits are the base
+    backbone's. :attr:`widths` gives each layer's block of columns. There is no linear
+    head over these features (:meth:`head` raises); the name records the layers, so the
+    feature cache keeps them apart from the base backbone's features.
+    """
+
+    def __init__(self, base: Backbone, layers: tuple[str, ...]) -> None:
+        modules = dict(base.model.named_modules())
+        self._hooked = [_named_layer(modules, name, "layer") for name in layers]
+        super().__init__(
+            f"{base.name}+pool({','.join(layers)})",
+            base.model,
+            base.transform,
+            weights_hash=base.weights_hash,
+            feature_dim=None,
+            channels_last=base.channels_last,
+        )
+        self.base = base
+        self.layers = layers
+        self._widths: list[int] | None = None
+
+    @property
+    def widths(self) -> list[int]:
+        """Columns per layer, in order (found with one forward pass of a blank image)."""
+        if self._widths is None:
+            with torch.inference_mode():
+                self.forward_features(self.transform(np.zeros((1, 32, 32, 3), np.uint8)))
+        assert self._widths is not None
+        return list(self._widths)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(i: int) -> Callable[..., None]:
+            return lambda _m, _i, out: captured.__setitem__(i, out)
+
+        handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(self._hooked)]
+        try:
+            _, logits = self.base.forward_features(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        parts = []
+        for i, name in enumerate(self.layers):
+            out = captured.get(i)
+            if not isinstance(out, torch.Tensor):
+                raise InputError(f"layer {name!r} of {self.base.name} did not output a tensor in the forward pass.")
+            parts.append(out.mean(dim=tuple(range(2, out.ndim))) if out.ndim > 2 else out.flatten(1))
+        self._widths = [int(p.shape[1]) for p in parts]
+        self._feature_dim = sum(self._widths)
+        return torch.cat(parts, dim=1), logits
+
+    def _head_layer(self) -> nn.Module | None:
+        return None
+
+
+#: the layers of Lee et al.'s feature ensemble in the CIFAR ResNets: the stem (after its
+#: ReLU) and the end of each of the three residual stages.
+CIFAR_RESNET_LAYERS: tuple[str, ...] = ("stem_relu", "layer1", "layer2", "layer3")
+
+
+def pooled_layers(backbone: Backbone, layers: Sequence[str] | None = None) -> PooledLayersBackbone:
+    """``backbone`` with features = the mean-pooled outputs of ``layers``, concatenated.
+
+    ``layers``: names of modules of ``backbone.model`` (``dict(model.named_modules())``);
+    default for the CIFAR ResNets: :data:`CIFAR_RESNET_LAYERS`. A name that is not a
+    layer raises :class:`~oddkit.errors.ParamError` with the closest names.
+    """
+    if layers is None:
+        if not backbone.name.startswith("cifar_resnet"):
+            raise ParamError(
+                f"give the layers to pool for backbone {backbone.name!r} (names from "
+                "dict(backbone.model.named_modules()))."
+            )
+        layers = CIFAR_RESNET_LAYERS
+    if isinstance(layers, str) or not layers:
+        raise ParamError(f"layers must be a non-empty sequence of layer names, got {layers!r}.")
+    return PooledLayersBackbone(backbone, tuple(str(name) for name in layers))
 
 
 def _named_layer(modules: Mapping[str, nn.Module], name: str, what: str) -> nn.Module:

@@ -72,6 +72,7 @@ class CifarResNet(nn.Module):
         self.depth = depth
         self.conv1 = _conv3x3(3, w1)
         self.bn1 = nn.BatchNorm2d(w1)
+        self.stem_relu = nn.ReLU()  # a module (no parameters) so that hooks can read the stem
         self.layer1 = self._stage(w1, w1, n, stride=1)
         self.layer2 = self._stage(w1, w2, n, stride=2)
         self.layer3 = self._stage(w2, w3, n, stride=2)
@@ -92,7 +93,7 @@ class CifarResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features, shape ``(n, 64)``."""
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.stem_relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return out.mean(dim=(2, 3))
 

@@ -19,6 +19,8 @@ from ..errors import ParamError
 from .adb_dev import ADBDev, Split
 from .image_ood import (
     DEFAULT_DETECTORS,
+    LAYERED_DETECTORS,
+    Layered,
     OODResult,
     OODSet,
     c10_ood_local,
@@ -30,6 +32,8 @@ from .image_ood import (
 
 __all__ = [
     "DEFAULT_DETECTORS",
+    "LAYERED_DETECTORS",
+    "Layered",
     "ADBDev",
     "OODResult",
     "OODSet",

@@ -45,7 +45,10 @@ from ..metrics import evaluate
 __all__ = [
     "DEFAULT_DETECTORS",
     "GROUPS",
+    "LAYERED_DETECTORS",
     "METRICS",
+    "ImageInputs",
+    "Layered",
     "OODResult",
     "OODSet",
     "c10_ood_local",
@@ -55,12 +58,16 @@ __all__ = [
     "run_folders",
 ]
 
-#: every post-hoc detector oddkit registers, at its paper defaults.
+#: every post-hoc detector oddkit registers that works on cached features, at its paper
+#: defaults (ODIN needs the network and the images, so it is not among them).
 DEFAULT_DETECTORS: tuple[str, ...] = (
     "msp", "maxlogit", "energy", "entropy", "gen", "klmatching", "react", "ash_p", "ash_b",
     "ash_s", "scale", "dice", "mahalanobis", "rmds", "knn_ood", "vim", "residual", "neco",
-    "fdbd", "gradnorm",
+    "fdbd", "gradnorm", "mahalanobis_ensemble",
 )  # fmt: skip
+#: the detectors above that need the pooled features of several layers (see
+#: :class:`Layered`); protocols extract those only when one of them is asked for.
+LAYERED_DETECTORS: frozenset[str] = frozenset({"mahalanobis_ensemble"})
 #: the groups an OOD set can belong to.
 GROUPS: tuple[str, ...] = ("near", "far")
 #: versions of the protocol definitions (shared/docs/protocols.md) recorded with results.
@@ -74,6 +81,27 @@ class OODSet:
 
     features: np.ndarray
     group: str = "far"
+
+
+@dataclass
+class Layered:
+    """Mean-pooled features of several layers (``oddkit.features.pooled_layers``) of every
+    set, for the detectors in :data:`LAYERED_DETECTORS`; ``blocks`` = columns per layer."""
+
+    train: np.ndarray
+    test: np.ndarray
+    ood: dict[str, np.ndarray]
+    blocks: list[int]
+
+
+@dataclass
+class ImageInputs:
+    """The network and the images themselves, for detectors that score images (ODIN):
+    ``test`` and every ``ood`` entry are image sources (``len`` and ``load(indices)``)."""
+
+    model: Any
+    test: Any
+    ood: dict[str, Any]
 
 
 @dataclass
@@ -94,11 +122,17 @@ def evaluate_posthoc(
     ood: Mapping[str, OODSet],
     detectors: Sequence[str] = DEFAULT_DETECTORS,
     progress: Callable[[str], None] | None = None,
+    layered: Layered | None = None,
+    images: ImageInputs | None = None,
 ) -> OODResult:
     """Fit each detector spec (``"name"`` or ``"name:key=value,..."``) and score ID and OOD sets.
 
     ``head`` is the classifier's last layer ``(W, b)``; ``train_labels`` are passed to
-    the detectors that declare ``labels``. A detector that fails (unknown name, bad
+    the detectors that declare ``labels``. The detectors of :data:`LAYERED_DETECTORS`
+    run on ``layered`` (the same images' pooled multi-layer features; their ``blocks``
+    default to ``layered.blocks``) and fail without it. Detectors that take ``images``
+    (ODIN) are fitted with ``images.model`` and score ``images.test`` / ``images.ood``
+    (slow: a forward and a backward pass per image, nothing cached). A detector that fails (unknown name, bad
     parameters for this model, a degenerate fit) is reported in its rows with the
     message in ``error`` and NaN metrics instead of stopping the run. Inputs shared by
     every detector (the OOD sets, their groups, the feature widths) are checked first
@@ -114,7 +148,7 @@ def evaluate_posthoc(
             progress(spec)
         try:
             fit_s, score_s, s_id, s_ood = _fit_and_score(
-                spec, train_features, train_labels, head, id_features, ood
+                spec, train_features, train_labels, head, id_features, ood, layered, images
             )
         except Exception as exc:  # noqa: BLE001  (one bad detector must not end the run)
             message = one_line(exc, with_type=True)
@@ -140,20 +174,57 @@ def _fit_and_score(
     head: Any,
     id_features: np.ndarray,
     ood: Mapping[str, OODSet],
+    layered: Layered | None = None,
+    images: ImageInputs | None = None,
 ) -> tuple[float, float, np.ndarray, dict[str, np.ndarray]]:
     """One detector: (fit seconds, score seconds, ID scores, scores per OOD set)."""
     from ..bench.runner import parse_spec
     from ..detectors import create
 
     parsed = parse_spec(spec)  # unknown names and bad parameters raise here
-    det = create(parsed.name, **dict(parsed.params))
+    params = dict(parsed.params)
+    det = create(parsed.name, **params)
+    if "images" in det.inputs:
+        return _fit_and_score_images(det, images, ood)
+    sets = {name: o.features for name, o in ood.items()}
+    if parsed.name in LAYERED_DETECTORS:
+        if layered is None:
+            raise InputError(
+                f"{parsed.name} needs the pooled features of several layers; this protocol has "
+                "them for the CIFAR ResNets only (c10-ood-local, folders with cifar_resnet*)."
+            )
+        if "blocks" not in params:
+            det.set_params(blocks=list(layered.blocks))
+        train_features, id_features, sets = layered.train, layered.test, layered.ood
     y = train_labels if "labels" in det.inputs else None
+    context = {"head": head} if "head" in det.inputs else {}
     t0 = time.perf_counter()
-    det.fit(train_features, y, head=head)
+    det.fit(train_features, y, **context)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     s_id = det.score(id_features)
-    s_ood = {name: det.score(o.features) for name, o in ood.items()}
+    s_ood = {name: det.score(F) for name, F in sets.items()}
+    return fit_s, time.perf_counter() - t0, s_id, s_ood
+
+
+def _fit_and_score_images(
+    det: Any, images: ImageInputs | None, ood: Mapping[str, OODSet]
+) -> tuple[float, float, np.ndarray, dict[str, np.ndarray]]:
+    """A detector that scores images through the network (ODIN)."""
+    if images is None:
+        raise InputError(
+            f"{det.name} scores images through the network; this run has only features "
+            "(the c10-ood-local and folders protocols pass the images)."
+        )
+    missing = sorted(set(ood) - set(images.ood))
+    if missing:
+        raise InputError(f"{det.name}: no images for OOD set(s) {missing}.")
+    t0 = time.perf_counter()
+    det.fit(model=images.model)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    s_id = det.score(images.test)
+    s_ood = {name: det.score(images.ood[name]) for name in ood}
     return fit_s, time.perf_counter() - t0, s_id, s_ood
 
 
@@ -230,7 +301,7 @@ def c10_ood_local(
     shared: str | Path,
     depth: int = 20,
     weights: str | Path | None = None,
-    detectors: Sequence[str] = DEFAULT_DETECTORS,
+    detectors: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 256,
     threads: int | None = None,
@@ -253,13 +324,18 @@ def c10_ood_local(
         raise DataError(f"weights file {weights} not found (C10-OOD-local needs shared/weights).")
     sources = c10_sources(shared)
     backbone = create_backbone(f"cifar_resnet{depth}", weights=weights)
+    detectors = _detectors_for(backbone, detectors)
     named = {"train": sources.train, "test": sources.test, **sources.ood}
     extracted, timing = _extract_all(backbone, named, cache_dir, batch_size, threads, progress)
     train, test = extracted["train"], extracted["test"]
     ood = {name: OODSet(extracted[name].features, "far") for name in sources.ood}
+    layered = None
+    if _wants_layers(detectors):
+        layered, layer_timing = _extract_layered(backbone, named, cache_dir, batch_size, threads, progress)
+        timing = _merge_timing(timing, layer_timing)
     result = evaluate_posthoc(
         train.features, train.labels, backbone.head(), test.features, ood, detectors,
-        _progress_printer(progress),
+        _progress_printer(progress), layered, ImageInputs(backbone, sources.test, dict(sources.ood)),
     )  # fmt: skip
     result.info = {
         "protocol": sources.protocol,
@@ -286,7 +362,7 @@ OSR6_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 def c10_osr6(
     shared: str | Path,
-    detectors: Sequence[str] = DEFAULT_DETECTORS,
+    detectors: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     threads: int | None = None,
@@ -305,6 +381,7 @@ def c10_osr6(
 
     sources = c10_sources(Path(shared))
     backbone = create_backbone("efficientnet_lite0")
+    detectors = _detectors_for(backbone, detectors)
     named: dict[str, Any] = {"train": sources.train, "test": sources.test, **sources.ood}
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -378,15 +455,22 @@ def run_folders(config: str | Path | Mapping[str, Any], **kw: Any) -> OODResult:
             )
         named[set_name] = _ood_folder(_path(spec["path"], base), size)
     backbone = create_backbone(name, weights=weights)
+    detectors = _detectors_for(backbone, kw.get("detectors"))
     opts = {k: kw[k] for k in ("cache_dir", "batch_size", "threads", "progress") if k in kw}
     progress = opts.get("progress", True)
     extracted, timing = _extract_all(backbone, named, opts.get("cache_dir"), opts.get("batch_size", 256),
                                      opts.get("threads"), progress)  # fmt: skip
     train_x, test_x = extracted["train"], extracted["test"]
+    layered = None
+    if _wants_layers(detectors) and _has_default_layers(backbone):
+        layered, layer_timing = _extract_layered(backbone, named, opts.get("cache_dir"), opts.get("batch_size", 256),
+                                                 opts.get("threads"), progress)  # fmt: skip
+        timing = _merge_timing(timing, layer_timing)
     result = evaluate_posthoc(
         train_x.features, train_x.labels, backbone.head(), test_x.features,
         {n: OODSet(extracted[n].features, groups[n]) for n in groups},
-        kw.get("detectors", DEFAULT_DETECTORS), _progress_printer(progress),
+        detectors, _progress_printer(progress), layered,
+        ImageInputs(backbone, test, {n: named[n] for n in groups}),
     )  # fmt: skip
     result.info = {
         "protocol": "folders",
@@ -428,6 +512,57 @@ def _extract_all(
         seconds[name] = round(time.perf_counter() - t0, 3)
         cached[name] = bool(out[name].from_cache)
     return out, {"extract_seconds": seconds, "from_cache": cached}
+
+
+def _has_default_layers(backbone: Any) -> bool:
+    return str(backbone.name).startswith("cifar_resnet")
+
+
+def _detectors_for(backbone: Any, detectors: Sequence[str] | None) -> Sequence[str]:
+    """``detectors``, or by default every detector of :data:`DEFAULT_DETECTORS` this
+    backbone supports (the layered ones only where default layers are known)."""
+    if detectors is not None:
+        return detectors
+    if _has_default_layers(backbone):
+        return DEFAULT_DETECTORS
+    return tuple(d for d in DEFAULT_DETECTORS if d not in LAYERED_DETECTORS)
+
+
+def _wants_layers(detectors: Sequence[str]) -> bool:
+    from ..bench.runner import parse_spec
+
+    names = set()
+    for spec in detectors:
+        try:
+            names.add(parse_spec(spec).name)
+        except Exception:  # noqa: BLE001  (a bad spec is reported in its own rows later)
+            continue
+    return bool(names & LAYERED_DETECTORS)
+
+
+def _extract_layered(
+    backbone: Any,
+    named: Mapping[str, Any],
+    cache_dir: str | Path | None,
+    batch_size: int,
+    threads: int | None,
+    progress: bool,
+) -> tuple[Layered, dict[str, Any]]:
+    """The pooled multi-layer features of every source (for :data:`LAYERED_DETECTORS`)."""
+    from ..features import pooled_layers
+
+    layers = pooled_layers(backbone)
+    out, timing = _extract_all(layers, named, cache_dir, batch_size, threads, progress)
+    ood = {name: out[name].features for name in named if name not in ("train", "test")}
+    return Layered(out["train"].features, out["test"].features, ood, layers.widths), timing
+
+
+def _merge_timing(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Extraction seconds added per source; from the cache only when both runs were."""
+    return {
+        "extract_seconds": {k: round(v + b["extract_seconds"].get(k, 0.0), 3) for k, v in a["extract_seconds"].items()},
+        "from_cache": {k: v and b["from_cache"].get(k, True) for k, v in a["from_cache"].items()},
+    }
 
 
 def _progress_printer(progress: bool) -> Callable[[str], None] | None:
