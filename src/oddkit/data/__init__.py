@@ -28,19 +28,33 @@ from .images import (
 )
 from .ood_sets import (
     OOD_SET_NAMES,
+    VALIDATION_SET_NAMES,
     C10OODLocal,
     c10_ood_local,
+    c10_validation_ood,
     gaussian_ood,
+    jigsaw_ood,
     load_ood_set,
+    load_validation_set,
     mnist_ood,
+    pixel_permuted_ood,
+    smooth_noise_ood,
     textures_ood,
     uniform_ood,
+    validation_source_indices,
 )
 from .splits import adb_dev_cut, adb_dev_split, stratified_split
 from .tabular import Table, load_folder, load_table
 
 __all__ = [
     "OOD_SET_NAMES",
+    "VALIDATION_SET_NAMES",
+    "c10_validation_ood",
+    "jigsaw_ood",
+    "load_validation_set",
+    "pixel_permuted_ood",
+    "smooth_noise_ood",
+    "validation_source_indices",
     "ArraySource",
     "C10OODLocal",
     "ImageFolder",

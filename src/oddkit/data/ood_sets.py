@@ -29,6 +29,46 @@ folders. Out-of-distribution ("far") sets, each an
 
 Float pixels become uint8 as ``rint(255 * x)`` (round half to even), the rule of
 :class:`~oddkit.data.images.ArraySource`.
+
+Validation OOD sets (for choosing hyperparameters; not part of the protocol's test)
+----------------------------------------------------------------------------------
+OpenOOD v1.5 tunes each post-hoc method on an OOD *validation* set that is disjoint from
+every test OOD set. The material OpenOOD uses for CIFAR-10 (a Tiny ImageNet subset) is not
+available here, so these sets are made offline from **CIFAR-10 train** images (never test
+images) or from a noise family the test sets do not use. None of them can coincide with a
+test set: MNIST, the scikit-image textures and the pixel-wise i.i.d. ``gaussian`` /
+``uniform`` noise are other material, and every image here is either a spatial
+rearrangement of a CIFAR-10 train image or spatially smooth noise.
+
+Source images: ``validation_source_indices(len(train))``, i.e.
+``numpy.sort(RandomState(100).choice(len(train), 2000, replace=False))``, indices into the
+train source (for an :class:`~oddkit.data.images.ImageFolder`, its sorted file order). The
+same 2,000 images feed ``pixel_permuted`` and ``jigsaw``. Choice made here: the ID fit set
+MAY include these source images. The transforms destroy the objects (a pixel permutation
+keeps nothing spatial; the 4x4 jigsaw breaks every object into shuffled 8x8 pieces), no
+validation image equals any ID image (checked row by row in the tests), and excluding 4% of
+the train set would make the tuned fit differ from the protocol's. A caller who wants the
+stricter variant can drop ``validation_source_indices(...)`` from the fit rows.
+
+``pixel_permuted``
+    Each source image with its 1,024 pixel positions permuted (each image its own
+    permutation; the RGB triple of a pixel moves together): the colour histogram stays,
+    every spatial structure goes. ``rs = RandomState(101)``; the permutation of image ``i``
+    is ``argsort(rs.random_sample((2000, 1024)))[i]`` (new pixel ``j`` = old pixel
+    ``perm[j]`` in row-major order).
+``jigsaw``
+    Each source image cut into a 4x4 grid of 8x8 tiles, the 16 tiles shuffled (each image
+    its own order): local texture and colour stay, objects are broken. ``rs =
+    RandomState(102)``; tile order ``argsort(rs.random_sample((2000, 16)))`` (new tile
+    ``t`` = old tile ``order[t]``, tiles numbered row-major); an order that is the identity
+    is replaced by the cyclic shift ``(1, 2, ..., 15, 0)`` so that no image is left intact.
+``smooth_noise``
+    2,000 images of spatially smooth random colour blobs (low-frequency noise, unlike the
+    test sets' pixel-wise noise): with ``rs = RandomState(103)``, white noise ``rs.normal(size=
+    (2000, 3, 32, 32))`` (image, channel, row, column), then ``cutoff = rs.uniform(0.04, 0.12,
+    2000)`` cycles per pixel; each channel is low-pass filtered in the Fourier domain with
+    the Gaussian gain ``exp(-f^2 / (2 cutoff^2))`` (``f`` the radial frequency of
+    ``numpy.fft.rfft2``) and rescaled to ``[0, 1]`` by its own minimum and maximum.
 """
 
 from __future__ import annotations
@@ -43,6 +83,7 @@ from ..errors import DataError, MissingDependencyError
 from .images import (
     ArraySource,
     ImageFolder,
+    ImageSource,
     PathLike,
     _pil,
     check_same_classes,
@@ -210,3 +251,116 @@ def skimage_textures() -> list[np.ndarray]:
             image = np.asarray(_pil().fromarray(image[..., :3]).convert("L"))
         out.append(np.ascontiguousarray(image, dtype=np.uint8))
     return out
+
+
+# --------------------------------------------------------------------------- validation OOD
+#: the validation OOD sets (module docstring), disjoint from :data:`OOD_SET_NAMES` by construction.
+VALIDATION_SET_NAMES = ("pixel_permuted", "jigsaw", "smooth_noise")
+VALIDATION_VERSION = "1"
+N_VALIDATION = 2000
+VALIDATION_SEEDS = {"draw": 100, "pixel_permuted": 101, "jigsaw": 102, "smooth_noise": 103}
+JIGSAW_GRID = 4
+SMOOTH_CUTOFF_RANGE = (0.04, 0.12)
+
+
+def c10_validation_ood(shared_dir: PathLike) -> dict[str, ArraySource]:
+    """The validation OOD sets of :data:`VALIDATION_SET_NAMES`, built from the CIFAR-10 train folder.
+
+    ``shared_dir`` is the folder holding ``data/cifar10`` (as for :func:`c10_ood_local`);
+    only ``data/cifar10/train`` is read, never the test images.
+    """
+    train_dir = Path(shared_dir) / "data" / "cifar10" / "train"
+    if not train_dir.is_dir():
+        raise DataError(
+            f"CIFAR-10 train folder not found at {train_dir}; pass the shared folder that "
+            "holds data/cifar10 (ImageFolder layout)."
+        )
+    train = ImageFolder(train_dir)
+    return {name: load_validation_set(name, train) for name in VALIDATION_SET_NAMES}
+
+
+def load_validation_set(name: str, train: ImageSource | None = None) -> ArraySource:
+    """One validation OOD set by name; ``pixel_permuted`` and ``jigsaw`` need the ID ``train`` source."""
+    if name == "smooth_noise":
+        return smooth_noise_ood()
+    builders: dict[str, Callable[[ImageSource], ArraySource]] = {
+        "pixel_permuted": pixel_permuted_ood,
+        "jigsaw": jigsaw_ood,
+    }
+    if name not in builders:
+        raise DataError(
+            f"Unknown validation OOD set {name!r}; available: {', '.join(VALIDATION_SET_NAMES)}."
+        )
+    if train is None:
+        raise DataError(
+            f"The {name} validation set is made from the ID training images; pass train= "
+            "(the CIFAR-10 train source, never the test images)."
+        )
+    return builders[name](train)
+
+
+def validation_source_indices(
+    n_train: int, n: int = N_VALIDATION, seed: int = VALIDATION_SEEDS["draw"]
+) -> np.ndarray:
+    """Sorted indices of the ``n`` train images the transformed validation sets start from."""
+    if n_train < n:
+        raise DataError(f"The validation sets need {n} source images; the train source has {n_train}.")
+    return np.sort(np.random.RandomState(seed).choice(n_train, n, replace=False))
+
+
+def pixel_permuted_ood(
+    train: ImageSource, n: int = N_VALIDATION, seed: int = VALIDATION_SEEDS["pixel_permuted"]
+) -> ArraySource:
+    """``n`` train images with their pixel positions permuted, one permutation per image."""
+    images = _validation_sources(train, n)
+    m, h, w, c = images.shape
+    flat = images.reshape(m, h * w, c)
+    perm = np.argsort(np.random.RandomState(seed).random_sample((m, h * w)), axis=1)
+    out = np.take_along_axis(flat, perm[:, :, None], axis=1).reshape(images.shape)
+    return ArraySource(out, name="pixel_permuted")
+
+
+def jigsaw_ood(
+    train: ImageSource, n: int = N_VALIDATION, seed: int = VALIDATION_SEEDS["jigsaw"]
+) -> ArraySource:
+    """``n`` train images cut into a 4x4 grid of tiles, shuffled per image (never the identity)."""
+    images = _validation_sources(train, n)
+    m, h, w, c = images.shape
+    g = JIGSAW_GRID
+    if h % g or w % g:
+        raise DataError(f"jigsaw needs image sides divisible by {g}; the train images are {h}x{w}.")
+    th, tw = h // g, w // g
+    tiles = images.reshape(m, g, th, g, tw, c).transpose(0, 1, 3, 2, 4, 5).reshape(m, g * g, th, tw, c)
+    order = np.argsort(np.random.RandomState(seed).random_sample((m, g * g)), axis=1)
+    identity = (order == np.arange(g * g)).all(axis=1)
+    order[identity] = np.roll(np.arange(g * g), -1)
+    shuffled = np.take_along_axis(tiles, order[:, :, None, None, None], axis=1)
+    out = shuffled.reshape(m, g, g, th, tw, c).transpose(0, 1, 3, 2, 4, 5).reshape(images.shape)
+    return ArraySource(out, name="jigsaw")
+
+
+def smooth_noise_ood(
+    n: int = N_VALIDATION, seed: int = VALIDATION_SEEDS["smooth_noise"]
+) -> ArraySource:
+    """``n`` 32x32 images of low-frequency colour noise (module docstring), RandomState(103)."""
+    rs = np.random.RandomState(seed)
+    white = rs.normal(size=(n, 3, SIDE, SIDE))
+    cutoff = rs.uniform(*SMOOTH_CUTOFF_RANGE, size=n)
+    f2 = np.fft.fftfreq(SIDE)[:, None] ** 2 + np.fft.rfftfreq(SIDE)[None, :] ** 2
+    gain = np.exp(-f2[None, :, :] / (2.0 * cutoff[:, None, None] ** 2))  # (n, SIDE, SIDE//2+1)
+    smooth = np.fft.irfft2(np.fft.rfft2(white) * gain[:, None], s=(SIDE, SIDE))
+    low = smooth.min(axis=(2, 3), keepdims=True)
+    span = smooth.max(axis=(2, 3), keepdims=True) - low
+    scaled = (smooth - low) / np.where(span > 0, span, 1.0)
+    return ArraySource(np.clip(scaled.transpose(0, 2, 3, 1), 0.0, 1.0), name="smooth_noise")
+
+
+def _validation_sources(train: ImageSource, n: int) -> np.ndarray:
+    """The source images of the transformed validation sets, ``(n, H, W, 3)`` uint8."""
+    images = np.asarray(train.load(validation_source_indices(len(train), n)))
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"The train source must deliver uint8 RGB images (n, H, W, 3); got {images.dtype} "
+            f"{images.shape}."
+        )
+    return images
