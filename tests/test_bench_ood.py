@@ -33,6 +33,7 @@ from oddkit.protocols import (
     OODSet,
     evaluate_posthoc,
     group_means,
+    tune_detectors,
 )
 from oddkit.report.ood import (
     RESULT_COLUMNS,
@@ -306,11 +307,39 @@ def test_cli_folders_runs_odin_on_images_and_the_layer_ensemble_on_pooled_layers
     assert prov["detectors"] == ["odin", "mahalanobis_ensemble", "msp"]
 
 
+def test_tune_detectors_chooses_on_validation_data_only(digits):
+    """Plain names with a grid become tuned specs, given parameters are kept, the layer
+    ensemble gets learned weights, and validation data equal to a test set is refused."""
+    X, y, head, T = digits["Ftr"], digits["ytr"], digits["head"], digits["test"]
+    is_ood = digits["is_ood"].astype(bool)
+    half = np.arange(len(T)) % 2 == 0
+    val_ood = {"val": T[half & is_ood]}
+    tests = {"test": T[~half]}
+    h = X.shape[1] // 2
+    layered = Layered(X, T[~half], {}, [h, h])
+    specs, record = tune_detectors(
+        ["react", "energy:temperature=2.0", "msp", "mahalanobis_ensemble"], X, y, head, val_ood, tests,
+        layered, val_ood,
+    )
+    assert specs[0].startswith("react:percentile=") and specs[1:3] == ["energy:temperature=2.0", "msp"]
+    assert re.fullmatch(r"mahalanobis_ensemble:weights=\[[-\d.e,]+\]", specs[3])
+    assert record["choices"]["react"]["spec"] == specs[0]
+    chosen = [r for r in record["choices"]["react"]["table"] if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["auroc"] == max(r["auroc"] for r in record["choices"]["react"]["table"])
+    res = evaluate_posthoc(X, y, head, T[~half], {"ood": OODSet(T[~half & is_ood])}, specs[3:], layered=Layered(
+        X, T[~half & ~is_ood], {"ood": T[~half & is_ood]}, [h, h]))
+    assert res.rows[0]["error"] == "" and res.rows[0]["auroc"] > 0.9
+    with pytest.raises(InputError):
+        tune_detectors(["react"], X, y, head, {"val": T[~half]}, tests)
+
+
 def test_cli_errors_are_one_line(tmp_path, folders):
     cases = [
         (["bench", "ood", "--shared", str(tmp_path / "nope")], "shared folder"),
         (["bench", "ood", "--protocol", "folders"], "--config"),
         (["bench", "ood", "--protocol", "imagenet"], "--protocol must be one of"),
+        (["bench", "ood", "--protocol", "folders", "--config", str(folders / "config.json"), "--tune"],
+         "--tune applies"),
         (["bench", "ood", "--protocol", "folders", "--config", str(folders / "config.json"), "--detectors", "knn"],
          "not post-hoc"),
         (["bench", "ood", "--protocol", "folders", "--config", str(folders / "config.json"), "--detectors", "nosuch"],

@@ -84,6 +84,8 @@ def test_bad_input_and_params(digits):
             MahalanobisEnsemble(blocks=bad)
     with pytest.raises(ParamError, match="one weight per block"):
         MahalanobisEnsemble(blocks=[32, 32], weights=[1.0])
+    with pytest.raises(InputError, match="one weight per block"):
+        MahalanobisEnsemble(weights=[1.0, 2.0]).fit(X, y)  # no blocks: one block
     with pytest.raises(InputError, match="add up to"):
         MahalanobisEnsemble(blocks=[32, 31]).fit(X, y)
     with pytest.raises(InputError, match="at least 2"):

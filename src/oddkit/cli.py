@@ -301,6 +301,11 @@ def bench_ood(
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="c10-osr6 only: N images per source, spread evenly (quick check)."
     ),
+    tune: bool = typer.Option(
+        False, "--tune/--no-tune",
+        help="c10-ood-local only: choose hyperparameters on validation data (held-out train images "
+        "and validation OOD sets disjoint from the test sets), never on the test sets.",
+    ),  # fmt: skip
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
     """Post-hoc OOD detectors on classifier features: prints the leaderboard, writes a report."""
@@ -310,11 +315,15 @@ def bench_ood(
 
     protocol = protocol.strip().lower()
     _check_ood_options(protocol, shared, depth, config, limit)
+    if tune and protocol != "c10-ood-local":
+        raise ParamError("--tune applies to --protocol c10-ood-local only (its validation sets come from CIFAR-10 train).")
     specs = _ood_specs(detectors)
     options: dict[str, Any] = {"detectors": specs, "cache_dir": cache_dir.expanduser(), "threads": threads,
                                "progress": progress}  # fmt: skip
     if batch_size is not None:
         options["batch_size"] = batch_size
+    if tune:
+        options["tune"] = True
     shown = f"{len(specs)} detectors" if specs is not None else "the default post-hoc detectors"
     typer.echo(f"oddkit bench ood: {protocol}, {shown}; feature cache {options['cache_dir']}")
     start = time.perf_counter()

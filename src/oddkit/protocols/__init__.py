@@ -28,6 +28,7 @@ from .image_ood import (
     evaluate_posthoc,
     group_means,
     run_folders,
+    tune_detectors,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "group_means",
     "list_protocols",
     "run_folders",
+    "tune_detectors",
 ]
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "evaluate_posthoc",
     "group_means",
     "run_folders",
+    "tune_detectors",
 ]
 
 #: every post-hoc detector oddkit registers that works on cached features, at its paper
@@ -183,9 +184,6 @@ def _fit_and_score(
 
     parsed = parse_spec(spec)  # unknown names and bad parameters raise here
     params = dict(parsed.params)
-    det = create(parsed.name, **params)
-    if "images" in det.inputs:
-        return _fit_and_score_images(det, images, ood)
     sets = {name: o.features for name, o in ood.items()}
     if parsed.name in LAYERED_DETECTORS:
         if layered is None:
@@ -193,9 +191,11 @@ def _fit_and_score(
                 f"{parsed.name} needs the pooled features of several layers; this protocol has "
                 "them for the CIFAR ResNets only (c10-ood-local, folders with cifar_resnet*)."
             )
-        if "blocks" not in params:
-            det.set_params(blocks=list(layered.blocks))
+        params.setdefault("blocks", list(layered.blocks))
         train_features, id_features, sets = layered.train, layered.test, layered.ood
+    det = create(parsed.name, **params)
+    if "images" in det.inputs:
+        return _fit_and_score_images(det, images, ood)
     y = train_labels if "labels" in det.inputs else None
     context = {"head": head} if "head" in det.inputs else {}
     t0 = time.perf_counter()
@@ -306,11 +306,16 @@ def c10_ood_local(
     batch_size: int = 256,
     threads: int | None = None,
     progress: bool = True,
+    tune: bool = False,
 ) -> OODResult:
     """C10-OOD-local with the CIFAR-10 ResNet of the given depth (20, 32, 44 or 56).
 
     ``shared``: the folder holding ``data/cifar10``, ``data/mnist`` and (unless
-    ``weights`` is given) ``weights/cifar10_resnet<depth>.th``.
+    ``weights`` is given) ``weights/cifar10_resnet<depth>.th``. ``tune=True`` chooses
+    hyperparameters on validation data only (:func:`tune_detectors`: 10% of the training
+    images as ID validation, the validation OOD sets of
+    :func:`oddkit.data.c10_validation_ood`), never on the test sets; the tuned specs
+    replace the plain names in the results and ``info["tuning"]`` records every choice.
     """
     from ..data import c10_ood_local as c10_sources
     from ..features import create_backbone
@@ -333,6 +338,24 @@ def c10_ood_local(
     if _wants_layers(detectors):
         layered, layer_timing = _extract_layered(backbone, named, cache_dir, batch_size, threads, progress)
         timing = _merge_timing(timing, layer_timing)
+    tuning: dict[str, Any] = {}
+    if tune:
+        from ..data import c10_validation_ood
+
+        val_sources = c10_validation_ood(shared)
+        val, _ = _extract_all(backbone, val_sources, cache_dir, batch_size, threads, progress)
+        val_layered = None
+        if layered is not None:
+            val_layered, _ = _extract_all(pooled_layers_of(backbone), val_sources, cache_dir, batch_size,
+                                          threads, progress)  # fmt: skip
+        test_sets = {"test": test.features, **{n: o.features for n, o in ood.items()}}
+        detectors, tuning = tune_detectors(
+            detectors, train.features, train.labels, backbone.head(),
+            {n: v.features for n, v in val.items()}, test_sets, layered,
+            None if val_layered is None else {n: v.features for n, v in val_layered.items()},
+            progress=_progress_printer(progress),
+        )  # fmt: skip
+        tuning["validation_fingerprints"] = {n: _fingerprint(src) for n, src in val_sources.items()}
     result = evaluate_posthoc(
         train.features, train.labels, backbone.head(), test.features, ood, detectors,
         _progress_printer(progress), layered, ImageInputs(backbone, sources.test, dict(sources.ood)),
@@ -351,7 +374,72 @@ def c10_ood_local(
         "fingerprints": {name: _fingerprint(src) for name, src in named.items()},
         **timing,
     }
+    if tune:
+        result.info["tuning"] = tuning
     return result
+
+
+def tune_detectors(
+    detectors: Sequence[str],
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    head: Any,
+    val_ood: Mapping[str, np.ndarray],
+    test_sets: Mapping[str, np.ndarray],
+    layered: Layered | None = None,
+    val_ood_layered: Mapping[str, np.ndarray] | None = None,
+    *,
+    holdout: float = 0.1,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Tuned specs for ``detectors`` and a record of every choice (OpenOOD v1.5 practice).
+
+    A plain name with a sweep grid (:data:`oddkit.detectors.posthoc.tuning.DEFAULT_GRIDS`)
+    is tuned by :func:`~oddkit.detectors.posthoc.tuning.tune`: fit on 90% of the training
+    rows (``holdout``, stratified, ``seed``), AUROC of the held-out 10% against the mean
+    over the ``val_ood`` sets; ``test_sets`` are only checked for overlap, never scored.
+    ``mahalanobis_ensemble`` gets the paper's logistic-regression layer weights from the
+    same split of ``layered`` and the ``val_ood_layered`` sets. A spec that already sets
+    parameters, and a method without a grid, is kept as given. Returns the specs to run
+    and ``{spec: record}``.
+    """
+    from ..bench.runner import parse_spec
+    from ..detectors.posthoc.tuning import DEFAULT_GRIDS, split_id_validation, tune
+
+    specs: list[str] = []
+    record: dict[str, Any] = {"holdout": holdout, "seed": seed, "metric": "auroc", "choices": {}}
+    for spec in detectors:
+        parsed = parse_spec(spec)
+        if parsed.params or (parsed.name not in DEFAULT_GRIDS and parsed.name not in LAYERED_DETECTORS):
+            specs.append(spec)
+            record["choices"][spec] = "kept (parameters given or nothing to tune)"
+            continue
+        if progress is not None:
+            progress(f"tuning {parsed.name}")
+        if parsed.name in LAYERED_DETECTORS:
+            if layered is None or val_ood_layered is None:
+                specs.append(spec)
+                record["choices"][spec] = "kept (no layered validation features)"
+                continue
+            split = split_id_validation(layered.train, train_labels, holdout, seed)
+            det = _create_layered(parsed.name, layered.blocks).fit(split.X_fit, split.y_fit)
+            weights = det.learn_weights(split.X_val, np.vstack(list(val_ood_layered.values())))
+            chosen = f"{parsed.name}:weights=[{','.join(f'{w:.4g}' for w in weights)}]"
+            record["choices"][spec] = {"spec": chosen, "weights": weights}
+        else:
+            res = tune(parsed.name, train_features, train_labels, head, None, val_ood,
+                       holdout=holdout, seed=seed, test_sets=test_sets, progress=False)  # fmt: skip
+            chosen = res.spec
+            record["choices"][spec] = {"spec": chosen, "auroc": res.value, "table": res.rows()}
+        specs.append(chosen)
+    return specs, record
+
+
+def _create_layered(name: str, blocks: list[int]) -> Any:
+    from ..detectors import create
+
+    return create(name, blocks=list(blocks))
 
 
 #: C10-OSR6: the first six CIFAR-10 classes are known, the other four unknown.
@@ -540,6 +628,13 @@ def _wants_layers(detectors: Sequence[str]) -> bool:
     return bool(names & LAYERED_DETECTORS)
 
 
+def pooled_layers_of(backbone: Any) -> Any:
+    """The backbone with its default pooled layers (:func:`oddkit.features.pooled_layers`)."""
+    from ..features import pooled_layers
+
+    return pooled_layers(backbone)
+
+
 def _extract_layered(
     backbone: Any,
     named: Mapping[str, Any],
@@ -549,9 +644,7 @@ def _extract_layered(
     progress: bool,
 ) -> tuple[Layered, dict[str, Any]]:
     """The pooled multi-layer features of every source (for :data:`LAYERED_DETECTORS`)."""
-    from ..features import pooled_layers
-
-    layers = pooled_layers(backbone)
+    layers = pooled_layers_of(backbone)
     out, timing = _extract_all(layers, named, cache_dir, batch_size, threads, progress)
     ood = {name: out[name].features for name in named if name not in ("train", "test")}
     return Layered(out["train"].features, out["test"].features, ood, layers.widths), timing

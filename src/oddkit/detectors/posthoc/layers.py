@@ -77,12 +77,15 @@ class MahalanobisEnsemble(Detector):
             if not isinstance(self.weights, (list, tuple)) or not self.weights:
                 raise ParamError(f"weights must be a non-empty list of numbers or None, got {self.weights!r}.")
             self.weights = [check_float("weights[i]", w) for w in self.weights]
-            n_blocks = 1 if self.blocks is None else len(self.blocks)
-            if len(self.weights) != n_blocks:
-                raise ParamError(
-                    f"weights has {len(self.weights)} value(s) but there are {n_blocks} block(s); "
-                    "give one weight per block."
-                )
+            if self.blocks is not None:  # without blocks the count is checked by fit
+                self._check_weight_count(len(self.blocks), ParamError)
+
+    def _check_weight_count(self, n_blocks: int, error: type[Exception]) -> None:
+        if self.weights is not None and len(self.weights) != n_blocks:
+            raise error(
+                f"weights has {len(self.weights)} value(s) but there are {n_blocks} block(s); "
+                "give one weight per block."
+            )
 
     # ------------------------------------------------------------------ fit
     def _bounds(self, width: int) -> list[tuple[int, int]]:
@@ -97,6 +100,7 @@ class MahalanobisEnsemble(Detector):
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, **context: Any) -> None:
         bounds = self._bounds(X.shape[1])
+        self._check_weight_count(len(bounds), InputError)
         self.classes_, codes = self._class_codes(y)
         zero_head = lambda width: (np.zeros((self.classes_.size, width)), None)  # noqa: E731
         self._members = [
