@@ -126,3 +126,17 @@ def fit_posthoc(name: str, d: dict, **params):
     from oddkit import detectors
 
     return detectors.create(name, **params).fit(d["Ftr"], head=d["head"])
+
+
+def fit_both_precisions(name: str, d: dict, **params):
+    """The same detector fitted on ``digits_posthoc()``'s float32-rounded training features,
+    once given as float32 (products in float32) and once as float64; labels where it takes them."""
+    from oddkit import detectors
+
+    Ftr32 = d["Ftr"].astype(np.float32)
+    fitted = []
+    for X in (Ftr32, Ftr32.astype(np.float64)):
+        det = detectors.create(name, **params)
+        y = d["ytr"] if "labels" in det.inputs else None
+        fitted.append(det.fit(X, y, head=d["head"]))
+    return tuple(fitted)

@@ -12,7 +12,6 @@ torch autograd, so they check the closed form against real gradients:
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from helpers import pytorch_ood_detector
@@ -103,3 +102,24 @@ def test_degenerate_inputs_are_finite_and_exact(digits):
     np.testing.assert_allclose(s[1], -2 * (1 - 1 / 5) * np.abs(X[1]).sum(), rtol=1e-9)
     const = np.full_like(digits["Ftr"], 0.3)
     assert np.isfinite(_fit(digits, const).score(digits["test"])).all()
+
+
+def test_float32_features_score_as_float64_features(digits):
+    """Float32 features: the head product and ||x||_1 in float32, the rest in float64."""
+    X32 = digits["test"].astype(np.float32)
+    Ftr32 = digits["Ftr"].astype(np.float32)
+    ours = _fit(digits, Ftr32).score(X32)
+    ref = _fit(digits, Ftr32.astype(np.float64)).score(X32.astype(np.float64))
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+    auc = lambda s: roc_auc_score(digits["is_ood"], s)
+    assert abs(auc(ours) - auc(ref)) < 1e-4
+
+
+def test_scoring_leaves_the_blas_threads_as_they_were(digits):
+    """The head product runs on one BLAS thread; the setting is restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    _fit(digits).score(digits["test"])
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before

@@ -10,10 +10,9 @@ the departure is inactive and a float64 formula written here checks every row.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from helpers import fit_posthoc, pytorch_ood_detector
+from helpers import fit_both_precisions, fit_posthoc, pytorch_ood_detector
 from scipy.special import logsumexp as sp_logsumexp
 from scipy.special import rel_entr
 from scipy.special import softmax as sp_softmax
@@ -242,3 +241,105 @@ def test_logit_helpers_agree_with_scipy(digits):
     z = _logits(digits, digits["X"]) * 30.0  # large logits: naive exp would overflow
     np.testing.assert_allclose(logit.energy(z, 2.0), -2.0 * sp_logsumexp(z / 2.0, axis=1), rtol=1e-13)
     np.testing.assert_allclose(logit.log_softmax(z), z - sp_logsumexp(z, axis=1)[:, None], rtol=1e-13, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- float32, class-major
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_features_score_as_float64_features(name, digits):
+    X32, y = digits["X"].astype(np.float32), digits["y"]
+    f32, f64 = fit_both_precisions(name, digits)
+    ours, ref = f32.score(X32), f64.score(X32.astype(np.float64))
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+    assert abs(auroc(y, ours) - auroc(y, ref)) < 1e-4
+
+
+def test_klmatching_templates_of_float32_and_float64_fits_agree(digits):
+    f32, f64 = fit_both_precisions("klmatching", digits)
+    np.testing.assert_array_equal(f32.template_classes_, f64.template_classes_)
+    np.testing.assert_allclose(f32.log_templates_, f64.log_templates_, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_class_logits_are_the_transposed_logits(dtype, digits):
+    det = _fit("energy", digits)
+    X = digits["X"].astype(dtype)
+    np.testing.assert_allclose(det._class_logits(X), det._logits(X).T, rtol=1e-12, atol=1e-12)
+    W2 = digits["W"] * (np.arange(digits["W"].size).reshape(digits["W"].shape) % 3 == 0)
+    scale = np.linspace(0.5, 2.0, X.shape[0])
+    expected = (scale[:, None] * (X.astype(np.float64) @ W2.T) + digits["b"]).T
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    ours = det._class_logits(X, W=W2, row_scale=scale)
+    np.testing.assert_allclose(ours, expected, rtol=rtol, atol=1e-5)
+
+
+def test_first_argmax_is_numpys_argmax_with_ties():
+    rng = np.random.RandomState(0)
+    for C in (2, 5, 70):
+        z = rng.randint(0, 3, size=(C, 500)).astype(float)  # many ties at the maximum
+        np.testing.assert_array_equal(logit.first_argmax(z, z.max(axis=0)), z.argmax(axis=0))
+
+
+@pytest.mark.parametrize("offset", [0.0, 900.0, -900.0])  # no shift needed / needed (both signs)
+def test_class_energy_is_the_energy(offset, digits):
+    z = _logits(digits, digits["X"]) * 30.0 + offset
+    for T in (1.0, 2.5):
+        ours = logit.class_energy_(z.T.copy(), T)
+        np.testing.assert_allclose(ours, logit.energy(z, T), rtol=1e-13)
+    msp = detectors.create("msp").fit(digits["Ftr"], head=digits["head"])
+    expected = -np.exp(z.max(axis=1) - sp_logsumexp(z, axis=1))
+    ours = msp._score_class_logits(z.T.copy())
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-300)
+
+
+def test_energy_and_msp_of_logits_whose_exp_underflows():
+    """Terms below e^-708 are raised to it (a fast exp); no sum changes."""
+    z = np.array(
+        [[0.0, -5000.0, -800.0], [3000.0, 0.0, -3000.0], [-710.0, -720.0, -5.0], [1.0, 2.0, 3.0]]
+    )
+    ours = logit.class_energy_(z.T.copy())
+    np.testing.assert_allclose(ours, -sp_logsumexp(z, axis=1), rtol=1e-15)
+    msp = detectors.create("msp").fit(z, head=(np.eye(3), np.zeros(3)))
+    np.testing.assert_allclose(msp.score(z), -sp_softmax(z, axis=1).max(axis=1), rtol=1e-15)
+
+
+def test_gen_mixed_extreme_and_ordinary_rows_in_one_chunk():
+    """Rows whose other-class mass underflows take the log-space path, the others not."""
+    gamma, head = 0.1, (np.eye(3), np.zeros(3))
+    X = np.array([[800.0, 0, 0], [1.0, 0, 0], [0, 0, 700.0], [3.0, 3.0, 0], [0, 40.0, 0]])
+    scores = GEN(gamma=gamma).fit(X, head=head).score(X)
+    closed = lambda L: (2.0 + 2.0**gamma) * np.exp(-gamma * L)  # logits (L, 0, 0)
+    assert scores[0] == pytest.approx(closed(800.0), rel=1e-12)
+    assert scores[2] == pytest.approx(closed(700.0), rel=1e-12)
+    p = sp_softmax(X[[1, 3]], axis=1)  # no underflow, 1 - p exact enough
+    np.testing.assert_allclose(scores[[1, 3]], (p**gamma * (1 - p) ** gamma).sum(axis=1), rtol=1e-9)
+    # (0, 40, 0): 1 - p_top = 2e^-40 / (1 + 2e^-40), which 1 - p would round to 0
+    t = 2 * np.exp(-40.0)
+    p_tail = np.exp(-40.0) / (1 + t)
+    expected = 2 * (p_tail * (1 - p_tail)) ** gamma + (t / (1 + t) ** 2) ** gamma
+    assert scores[4] == pytest.approx(expected, rel=1e-12)
+    # the same, one row at a time
+    single = [GEN(gamma=gamma).fit(X, head=head).score(X[i : i + 1])[0] for i in range(len(X))]
+    np.testing.assert_allclose(scores, single, rtol=1e-14)
+
+
+def test_klmatching_fast_templates_equal_the_log_space_ones(digits):
+    det = _fit("klmatching", digits)
+    pred = _logits(digits, digits["Ftr"]).argmax(axis=1)
+    counts = np.bincount(pred, minlength=5)[det.template_classes_]
+    exact = det._log_template_sums(digits["Ftr"])[det.template_classes_] - np.log(counts)[:, None]
+    np.testing.assert_allclose(det.log_templates_, exact, rtol=1e-12, atol=1e-12)
+
+
+def test_klmatching_underflowing_template_switches_to_log_space():
+    """A class whose rows all give another class probability ~e^-800: the log-space path."""
+    head = (np.eye(3), np.zeros(3))
+    X = np.array([[800.0, 0, 0], [810.0, 0, 0], [0, 2.0, 1.0], [0, 1.0, 0]])
+    det = KLMatching().fit(X, head=head)
+    lp = X - sp_logsumexp(X, axis=1, keepdims=True)
+    pred = X.argmax(axis=1)
+    for row, k in enumerate(det.template_classes_):
+        expected = sp_logsumexp(lp[pred == k], axis=0) - np.log((pred == k).sum())
+        np.testing.assert_allclose(det.log_templates_[row], expected, rtol=1e-12)
+    assert np.isfinite(det.score(X)).all()
+    assert det.score(X[:1])[0] == pytest.approx(0.0, abs=1e-9)  # close to its own template

@@ -9,10 +9,9 @@ features as ``(n, d, 1, 1)`` maps, as after global average pooling.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from helpers import fit_posthoc, pytorch_ood_detector
+from helpers import fit_both_precisions, fit_posthoc, pytorch_ood_detector
 from scipy.special import logsumexp as sp_logsumexp
 
 from oddkit import detectors
@@ -294,3 +293,70 @@ def test_all_zero_rows_score_the_bias_energy(digits):
     for name in NAMES:
         s = _fit(name, digits).score(zero)
         np.testing.assert_allclose(s, -sp_logsumexp(b), rtol=1e-12, err_msg=name)
+
+
+# --------------------------------------------------------------------------- float32, fast paths
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_features_score_as_float64_features(name, digits):
+    """Float32 features are shaped in float32; the same ranking, scores to float32 rounding."""
+    X32, y = digits["X"].astype(np.float32), digits["y"]
+    f32, f64 = fit_both_precisions(name, digits)
+    ours, ref = f32.score(X32), f64.score(X32.astype(np.float64))
+    assert ours.dtype == np.float64
+    # float32 rounding of logits of size up to ~100 (SCALE): absolute, relative to the scale
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    assert abs(auroc(y, ours) - auroc(y, ref)) < 1e-4
+
+
+def test_fitted_state_of_float32_and_float64_fits_agree(digits):
+    r32, r64 = fit_both_precisions("react", digits)
+    assert r32.threshold_ == pytest.approx(r64.threshold_, rel=1e-6)
+    d32, d64 = fit_both_precisions("dice", digits)
+    np.testing.assert_allclose(d32.mean_activation_, d64.mean_activation_, rtol=1e-6, atol=1e-9)
+    assert d32.contribution_threshold_ == pytest.approx(d64.contribution_threshold_, rel=1e-6)
+    np.testing.assert_array_equal(d32.masked_W_, d64.masked_W_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_percentile_is_numpys(dtype):
+    rng = np.random.RandomState(1)
+    arrays = [
+        rng.rand(1, 1),
+        rng.rand(1, 2),
+        rng.rand(37, 3),
+        rng.randint(0, 4, size=(200, 7)),  # ties everywhere
+        np.maximum(rng.randn(500, 64), 0),  # half zeros, as after a ReLU
+        np.sort(rng.randn(3000)).reshape(-1, 10),  # sorted input
+    ]
+    for A in arrays:
+        A = A.astype(dtype)
+        for q in (0.0, 0.01, 10.0, 50.0, 62.5, 90.0, 99.9, 100.0, float(rng.uniform(0, 100))):
+            assert shaping.percentile(A, q) == float(np.percentile(A, q)), (A.shape, q)
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 5000])
+def test_column_means_of_float32_features(n):
+    A = np.maximum(np.random.RandomState(n).randn(n, 9), 0).astype(np.float32) * 100
+    exact = A.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(shaping._column_means(A), exact, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(shaping._column_means(A.astype(np.float64)), exact)
+
+
+def test_top_k_mask_on_rows_with_and_without_ties():
+    rng = np.random.RandomState(3)
+    X = rng.rand(400, 16)
+    X[::3, :12] = 0.0  # every third row: 4 positive values and 12 tied zeros
+    X[1::3, 5] = X[1::3, 9]  # a tie between two positive values
+    for k in (1, 4, 6, 10, 16):
+        np.testing.assert_array_equal(top_k_mask(X, k), _top_k_by_sorting(X, k), err_msg=str(k))
+
+
+def test_float32_head_copies_follow_refits(digits):
+    """DICE scores float32 rows with float32 copies of W_ and masked_W_, made once per fit."""
+    X32 = digits["X"].astype(np.float32)
+    det = detectors.create("dice")
+    for p in (90, 50, 10):
+        det.set_params(percentile=p).fit(digits["Ftr"].astype(np.float32), head=digits["head"])
+        fresh = detectors.create("dice", percentile=p).fit(digits["Ftr"], head=digits["head"])
+        np.testing.assert_allclose(det.score(X32), fresh.score(X32), rtol=1e-5, atol=1e-6)
+        assert len(det._float32) <= 2  # the copies of the current fit only

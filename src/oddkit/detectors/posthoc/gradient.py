@@ -4,6 +4,9 @@ GradNorm's gradient is taken with respect to the last layer's weights only, and 
 linear head that gradient is an outer product of two vectors the detector already has
 (the softmax and the feature), so no network, autograd or per-sample backward pass is
 needed: scoring is two small matrix products per chunk of rows.
+
+Float32 features are processed in float32 as the network produced them up to the logits
+and the feature norm ``||x||_1``; the softmax and the score are float64.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from typing import ClassVar
 import numpy as np
 
 from ..base import check_float, register
-from .base import PosthocDetector, softmax
+from .base import HeadProductDetector
+from .logit import exp_sums_
 
 __all__ = ["GradNorm"]
 
 
 @register
-class GradNorm(PosthocDetector):
+class GradNorm(HeadProductDetector):
     """L1 norm of the gradient of KL(uniform || softmax) w.r.t. the last layer's weights, negated.
 
     Method (Huang, Geng & Li, "On the importance of gradients for detecting
@@ -61,6 +65,13 @@ class GradNorm(PosthocDetector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         T = self.temperature
-        p = softmax(self._logits(X) / T)
-        logit_grad_l1 = np.abs(p - 1.0 / p.shape[1]).sum(axis=1) / T
-        return -logit_grad_l1 * np.abs(X).sum(axis=1)
+        z = self._class_logits(X)  # (C, n), float64
+        if T != 1.0:
+            z /= T
+        _, _, sums = exp_sums_(z)  # z: the exp terms
+        p = z
+        p /= sums  # softmax(l / T), class-major
+        p -= 1.0 / p.shape[0]
+        logit_grad_l1 = np.abs(p, out=p).sum(axis=0) / T
+        feature_l1 = np.abs(X) @ np.ones(X.shape[1], dtype=X.dtype)
+        return -logit_grad_l1 * feature_l1
