@@ -15,6 +15,21 @@ AUROC of each side on each OOD set and their difference, the mean AUROC, and the
 ratio ``pytorch-ood seconds / oddkit seconds`` for fit + scoring of the ID test set and
 of every OOD set; then the median ratio and the ratio for KNN.
 
+ODIN is the exception: it back-propagates to the input image, so it needs the network
+and the images, not the cached features. It runs both libraries' ODIN through the same
+ResNet on the same images: ``--odin-images N`` images of the ID test set and of each
+OOD set (default 500; 0 = every image, 26,000 forward + backward passes per side, tens
+of minutes on 2 cores), spread evenly over each set by a fixed rule (indices
+``floor(linspace(0, len - 1, N))``; the CIFAR-10 test folder is sorted by class, so the
+first N would hold one class). Its AUROCs are on that subset (said in the output and in
+``--out``). Both sides get the same uint8 images in memory (decoded before timing) and
+turn them into normalised tensors with the backbone's transform inside the timed run,
+in batches of oddkit's ``batch_size`` (128); time = fit + scoring of the five sets, best
+of ``--odin-repeats`` (default ``min(--repeats, 2)``: each run is long), alternating
+sides, after untimed forward + backward passes to warm up. ODIN's time ratio is
+reported on its own line, not in the median (it times the network, not a detector's
+arithmetic).
+
 Fairness: both sides run in this process, one after the other, on the same features:
 numpy float32 arrays for oddkit (which computes in float64), the same memory as float32
 torch tensors for pytorch-ood (``torch.from_numpy``, CPU), pytorch-ood's feature-level
@@ -31,8 +46,9 @@ OpenBLAS) slow down badly when other processes compete for the cores (pytorch-oo
 Mahalanobis took 1.5-2.7 s instead of 0.06 s on a busy 2-core machine). The script
 prints the load average at the start and the end and records it in ``--out``.
 
-    python benchmarks/posthoc_vs_pytorch_ood.py                        # all 17 pairs
+    python benchmarks/posthoc_vs_pytorch_ood.py                        # all 17 pairs and ODIN
     python benchmarks/posthoc_vs_pytorch_ood.py --methods knn_ood,vim --out results.json
+    python benchmarks/posthoc_vs_pytorch_ood.py --methods odin --odin-images 1000
     python benchmarks/posthoc_vs_pytorch_ood.py --depth 56 --cache-dir /tmp/features
 
 Needs torch and pytorch-ood 0.4.0 (``pip install --no-deps pytorch-ood==0.4.0``; its
@@ -229,6 +245,33 @@ PAIRS: tuple[Pair, ...] = (
 PAIR_BY_NAME = {p.name: p for p in PAIRS}
 
 
+@dataclass(frozen=True)
+class ImagePair:
+    """A method both libraries run through the network on images (ODIN), not on features."""
+
+    name: str
+    theirs: str
+    note: str = ""
+
+
+ODIN = ImagePair(
+    "odin",
+    "ODIN(model, eps=0.0014, temperature=1000, norm_std=the backbone's ImageNet std)",
+    "eps and temperature = oddkit's defaults (the paper's code; pytorch-ood's defaults too); "
+    "norm_std = the backbone transform's std on both sides (pytorch-ood default None), so eps "
+    "is in [0, 1] pixel units; pytorch-ood averages the loss over the batch and takes the "
+    "final softmax in float32, oddkit sums the loss (the same signs) and takes it in float64; "
+    "AUROCs on a subset of the images (--odin-images)",
+)
+IMAGE_PAIRS: tuple[ImagePair, ...] = (ODIN,)
+IMAGE_PAIR_BY_NAME = {p.name: p for p in IMAGE_PAIRS}
+METHOD_NAMES = (*PAIR_BY_NAME, *IMAGE_PAIR_BY_NAME)
+#: the sets ODIN scores: the ID test images, then the OOD sets
+ODIN_SETS = ("test", *OOD_SETS)
+DEFAULT_ODIN_IMAGES = 500
+INDEX_RULE = "floor(linspace(0, len(set) - 1, N)): N indices spread evenly over each set"
+
+
 # --------------------------------------------------------------------------- data
 @dataclass
 class Features:
@@ -244,16 +287,22 @@ class Features:
     info: dict[str, Any]
 
 
-def load_features(shared: Path, depth: int, cache_dir: Path, progress: bool) -> Features:
-    from oddkit.data import c10_ood_local
-    from oddkit.features import create_backbone, extract
-
+def weights_path(shared: Path, depth: int) -> Path:
+    """The checkpoint of the ResNet of ``depth``; exits (nothing run) when the data or it is absent."""
     weights = shared / "weights" / f"cifar10_resnet{depth}.th"
     if not (shared / "data" / "cifar10").is_dir() or not weights.is_file():
         raise SystemExit(
             f"C10-OOD-local needs {shared}/data/cifar10 and {weights}; pass --shared (the "
             "folder with data/ and weights/). Nothing was run."
         )
+    return weights
+
+
+def load_features(shared: Path, depth: int, cache_dir: Path, progress: bool) -> Features:
+    from oddkit.data import c10_ood_local
+    from oddkit.features import create_backbone, extract
+
+    weights = weights_path(shared, depth)
     data = c10_ood_local(shared)
     backbone = create_backbone(f"cifar_resnet{depth}", weights=weights)
     start = time.perf_counter()
@@ -283,6 +332,72 @@ def load_features(shared: Path, depth: int, cache_dir: Path, progress: bool) -> 
     )
 
 
+@dataclass
+class OdinImages:
+    """The network and a fixed subset of each C10-OOD-local set's images (uint8 NHWC), for ODIN."""
+
+    backbone: Any
+    images: dict[str, np.ndarray]  # "test" and the OOD sets
+    id_accuracy: float  # of the network on the ID test images of the subset
+    info: dict[str, Any]
+
+
+def spread_indices(total: int, n: int) -> np.ndarray:
+    """``n`` indices spread evenly over ``range(total)``; all of them when ``n`` is 0 or >= total.
+
+    The CIFAR-10 test folder is sorted by class, so the first ``n`` would be one class.
+    """
+    if n <= 0 or n >= total:
+        return np.arange(total, dtype=np.int64)
+    return np.floor(np.linspace(0, total - 1, n)).astype(np.int64)
+
+
+def load_odin_images(shared: Path, depth: int, per_set: int) -> OdinImages:
+    """The ResNet and ``per_set`` images of the ID test set and of each OOD set, decoded."""
+    import torch
+
+    from oddkit.data import c10_ood_local
+    from oddkit.features import create_backbone
+
+    weights = weights_path(shared, depth)
+    data = c10_ood_local(shared)
+    backbone = create_backbone(f"cifar_resnet{depth}", weights=weights)
+    sources = {"test": data.test, **{s: data.ood[s] for s in OOD_SETS}}
+    picked = {s: spread_indices(len(src), per_set) for s, src in sources.items()}
+    images = {s: np.ascontiguousarray(src.load(picked[s])) for s, src in sources.items()}
+    with torch.no_grad():
+        logits = backbone.model(backbone.transform(images["test"]))
+    labels = np.asarray(data.test.labels)[picked["test"]]
+    return OdinImages(
+        backbone=backbone,
+        images=images,
+        id_accuracy=float((logits.argmax(dim=1).numpy() == labels).mean()),
+        info={
+            "backbone": f"cifar_resnet{depth}",
+            "weights": provenance.file_entry(weights, backbone.weights_hash),
+            "data_fingerprints": {"test": data.test.fingerprint}
+            | {f"ood/{s}": data.ood[s].fingerprint for s in OOD_SETS},
+            "images_per_set_requested": per_set,
+            "index_rule": INDEX_RULE,
+            "rows": {s: int(picked[s].size) for s in ODIN_SETS},
+            "rows_in_set": {s: len(src) for s, src in sources.items()},
+            "batch_size": detectors.create(ODIN.name).batch_size,
+            "note": "ODIN AUROCs are on these subsets, not on the full sets",
+        },
+    )
+
+
+def odin_header(D: OdinImages, threads: int, repeats: int) -> str:
+    rows = D.info["rows"]
+    return (
+        f"ODIN on images, not the cached features: {D.info['backbone']}, "
+        + ", ".join(f"{s} {rows[s]} of {D.info['rows_in_set'][s]}" for s in ODIN_SETS)
+        + f" images, indices {INDEX_RULE.split(':')[0]} per set (ID test accuracy on them "
+        f"{D.id_accuracy:.4f}); batch size {D.info['batch_size']}, {threads} threads, best of "
+        f"{repeats}. ODIN AUROCs are on this subset, not the full sets."
+    )
+
+
 # --------------------------------------------------------------------------- timing
 def run_ours(name: str, F: Features) -> dict[str, np.ndarray]:
     det = detectors.create(name)
@@ -305,6 +420,42 @@ def run_theirs(pair: Pair, F: Features, T: dict[str, Any], P: Callable[[str], An
     return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in out.items()}
 
 
+def run_odin_ours(D: OdinImages) -> dict[str, np.ndarray]:
+    det = detectors.create(ODIN.name).fit(model=D.backbone)
+    return {s: det.score(D.images[s], progress=False) for s in ODIN_SETS}
+
+
+def run_odin_theirs(D: OdinImages, P: Callable[[str], Any]) -> dict[str, np.ndarray]:
+    """pytorch-ood's ODIN with oddkit's settings, on the same images in the same batches."""
+    import torch
+
+    bb, params = D.backbone, detectors.create(ODIN.name).get_params()
+    det = P("odin").ODIN(
+        bb.model, eps=params["epsilon"], temperature=params["temperature"], norm_std=list(bb.transform.std)
+    )
+    step, out = params["batch_size"], {}
+    for s in ODIN_SETS:
+        images = D.images[s]
+        parts = [det.predict(bb.transform(images[i : i + step])) for i in range(0, len(images), step)]
+        out[s] = torch.cat(parts).detach().cpu().numpy().astype(np.float64)
+    return out
+
+
+def warm_up(D: OdinImages) -> None:
+    """Untimed forward + backward passes of one full batch and of a small one (the last
+    batch of a set is smaller), so that neither side pays torch's first-call costs."""
+    import torch
+
+    bb, step = D.backbone, D.info["batch_size"]
+    for rows in (step, 7):
+        x = bb.transform(np.resize(D.images["test"], (rows, *D.images["test"].shape[1:])))
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(bb.model(x).sum(), x)
+        with torch.no_grad():
+            bb.model(x.detach())
+
+
 def timed(fn: Callable[[], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], float]:
     gc.collect()
     start = time.perf_counter()
@@ -322,17 +473,46 @@ def aurocs(scores: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def compare(pair: Pair, F: Features, T: dict[str, Any], P: Callable[[str], Any], repeats: int) -> dict[str, Any]:
-    """Both sides ``repeats`` times (alternating who goes first); best times, AUROCs."""
+Runs = dict[str, Callable[[], dict[str, np.ndarray]]]
+
+
+def race(runs: Runs, repeats: int) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[float]]]:
+    """Both sides ``repeats`` times, alternating who goes first: first scores, all times."""
     times: dict[str, list[float]] = {"oddkit": [], "pytorch_ood": []}
     scores: dict[str, dict[str, np.ndarray]] = {}
-    runs = {"oddkit": lambda: run_ours(pair.name, F), "pytorch_ood": lambda: run_theirs(pair, F, T, P)}
     for r in range(repeats):
         order = ("oddkit", "pytorch_ood") if r % 2 == 0 else ("pytorch_ood", "oddkit")
         for side in order:
             out, seconds = timed(runs[side])
             times[side].append(seconds)
             scores.setdefault(side, out)
+    return scores, times
+
+
+def compare(pair: Pair, F: Features, T: dict[str, Any], P: Callable[[str], Any], repeats: int) -> dict[str, Any]:
+    """Both sides ``repeats`` times (alternating who goes first); best times, AUROCs."""
+    runs = {"oddkit": lambda: run_ours(pair.name, F), "pytorch_ood": lambda: run_theirs(pair, F, T, P)}
+    return result_row(pair, *race(runs, repeats))
+
+
+def compare_odin(D: OdinImages, P: Callable[[str], Any], repeats: int) -> dict[str, Any]:
+    """ODIN on both sides through the same network and images; AUROCs on the subset."""
+    warm_up(D)
+    runs = {"oddkit": lambda: run_odin_ours(D), "pytorch_ood": lambda: run_odin_theirs(D, P)}
+    scores, times = race(runs, repeats)
+    row = result_row(ODIN, scores, times)
+    row["images_per_set"] = D.info["rows"]
+    row["index_rule"] = INDEX_RULE
+    row["max_abs_score_diff"] = max(
+        float(np.max(np.abs(scores["oddkit"][s] - scores["pytorch_ood"][s]))) for s in ODIN_SETS
+    )
+    return row
+
+
+def result_row(
+    pair: Pair | ImagePair, scores: dict[str, dict[str, np.ndarray]], times: dict[str, list[float]]
+) -> dict[str, Any]:
+    """AUROCs of both sides, their differences and the best times of one method."""
     ours, theirs = aurocs(scores["oddkit"]), aurocs(scores["pytorch_ood"])
     best = {side: min(t) for side, t in times.items()}
     return {
@@ -355,6 +535,9 @@ def compare(pair: Pair, F: Features, T: dict[str, Any], P: Callable[[str], Any],
 # --------------------------------------------------------------------------- report
 def print_method(row: dict[str, Any]) -> None:
     print(f"\n{row['method']}  (pytorch-ood: {row['pytorch_ood']})")
+    if "images_per_set" in row:
+        counts = ", ".join(f"{s} {n}" for s, n in row["images_per_set"].items())
+        print(f"  on a subset of the images ({counts}); max |score diff| {row['max_abs_score_diff']:.2e}")
     print(f"  {'OOD set':<10} {'oddkit':>8} {'pt-ood':>8} {'|diff|':>8}")
     for s in OOD_SETS:
         a, b = row["auroc_oddkit"][s], row["auroc_pytorch_ood"][s]
@@ -368,16 +551,22 @@ def print_method(row: dict[str, Any]) -> None:
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ratios = [r["ratio"] for r in rows]
+    """Median and smallest time ratio of the feature pairs (ODIN's apart), worst AUROC gaps."""
+    ratios = [r["ratio"] for r in rows if r["method"] in PAIR_BY_NAME]
     worst = {r["method"]: max(r["auroc_diff"].values()) for r in rows}
     knn = next((r["ratio"] for r in rows if r["method"] == "knn_ood"), None)
-    return {
-        "median_ratio": statistics.median(ratios),
-        "min_ratio": min(ratios),
+    out = {
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "min_ratio": min(ratios) if ratios else None,
         "knn_ratio": knn,
         "max_auroc_diff": worst,
         "over_auroc_target": sorted(m for m, d in worst.items() if d > MAX_AUROC_DIFF),
     }
+    odin = next((r for r in rows if r["method"] == ODIN.name), None)
+    if odin is not None:
+        out["odin_ratio"] = odin["ratio"]
+        out["odin_images_per_set"] = odin["images_per_set"]
+    return out
 
 
 def print_summary(rows: list[dict[str, Any]], summ: dict[str, Any]) -> None:
@@ -389,10 +578,17 @@ def print_summary(rows: list[dict[str, Any]], summ: dict[str, Any]) -> None:
             f"{max(r['auroc_diff'].values()):8.4f} {r['seconds_oddkit']:9.3f} "
             f"{r['seconds_pytorch_ood']:9.3f} {r['ratio']:6.1f}x"
         )
-    print(f"\nmedian time ratio: {summ['median_ratio']:.1f}x (target >= {MIN_MEDIAN_RATIO:g})")
-    print(f"smallest ratio:    {summ['min_ratio']:.1f}x (target >= 1)")
+    if summ["median_ratio"] is not None:
+        print(f"\nmedian time ratio: {summ['median_ratio']:.1f}x (target >= {MIN_MEDIAN_RATIO:g})")
+        print(f"smallest ratio:    {summ['min_ratio']:.1f}x (target >= 1)")
     if summ["knn_ratio"] is not None:
         print(f"KNN ratio:         {summ['knn_ratio']:.1f}x (target >= {MIN_KNN_RATIO:g})")
+    if "odin_ratio" in summ:
+        counts = ", ".join(f"{s} {n}" for s, n in summ["odin_images_per_set"].items())
+        print(
+            f"ODIN ratio:        {summ['odin_ratio']:.2f}x (not in the median: both sides time the "
+            f"network's forward and backward passes); ODIN AUROCs on a subset: {counts} images"
+        )
     over = summ["over_auroc_target"]
     print(f"|AUROC diff| > {MAX_AUROC_DIFF}: {', '.join(over) if over else 'none'}")
     for r in rows:
@@ -442,19 +638,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shared", type=Path, default=SHARED, help="folder with data/ and weights/")
     ap.add_argument("--depth", type=int, choices=(20, 32, 44, 56), default=20, help="CIFAR ResNet depth")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
-    ap.add_argument("--methods", default="", help="comma-separated oddkit names (default: all pairs)")
+    ap.add_argument("--methods", default="", help="comma-separated oddkit names (default: all pairs and odin)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per side (best kept)")
+    ap.add_argument(
+        "--odin-images",
+        type=int,
+        default=DEFAULT_ODIN_IMAGES,
+        help="ODIN: images per set (ID test and each OOD set), spread evenly; 0 = all 26,000",
+    )
+    ap.add_argument(
+        "--odin-repeats", type=int, default=None, help="ODIN: timed runs per side (default min(--repeats, 2))"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per side")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars while extracting")
     args = ap.parse_args(argv)
-    names = [m.strip() for m in args.methods.split(",") if m.strip()] or [p.name for p in PAIRS]
-    unknown = [m for m in names if m not in PAIR_BY_NAME]
+    names = [m.strip() for m in args.methods.split(",") if m.strip()] or list(METHOD_NAMES)
+    unknown = [m for m in names if m not in METHOD_NAMES]
     if unknown:
-        ap.error(f"no pytorch-ood pair for {unknown}; choose from {', '.join(PAIR_BY_NAME)}")
+        ap.error(f"no pytorch-ood pair for {unknown}; choose from {', '.join(METHOD_NAMES)}")
     args.methods = names
-    if args.repeats < 1 or args.threads < 1:
-        ap.error("--repeats and --threads must be at least 1")
+    if args.odin_repeats is None:
+        args.odin_repeats = min(args.repeats, 2)
+    if args.repeats < 1 or args.threads < 1 or args.odin_repeats < 1:
+        ap.error("--repeats, --odin-repeats and --threads must be at least 1")
+    if args.odin_images < 0:
+        ap.error("--odin-images must be 0 (every image) or more")
     return args
 
 
@@ -462,18 +671,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     P = pytorch_ood_loader()
     set_threads(args.threads)
-    F = load_features(args.shared, args.depth, args.cache_dir.expanduser(), not args.no_progress)
-    T = torch_inputs(F)
-    print(
-        f"C10-OOD-local, {F.info['backbone']} (ID test accuracy {F.id_accuracy:.4f}), "
-        f"train {F.train.shape}, test {F.test.shape}, "
-        + ", ".join(f"{s} {F.ood[s].shape[0]}" for s in OOD_SETS)
-        + f"; {args.threads} threads, best of {args.repeats}"
-    )
+    F = T = D = None
+    if any(m in PAIR_BY_NAME for m in args.methods):
+        F = load_features(args.shared, args.depth, args.cache_dir.expanduser(), not args.no_progress)
+        T = torch_inputs(F)
+        print(
+            f"C10-OOD-local, {F.info['backbone']} (ID test accuracy {F.id_accuracy:.4f}), "
+            f"train {F.train.shape}, test {F.test.shape}, "
+            + ", ".join(f"{s} {F.ood[s].shape[0]}" for s in OOD_SETS)
+            + f"; {args.threads} threads, best of {args.repeats}"
+        )
+    if ODIN.name in args.methods:
+        D = load_odin_images(args.shared, args.depth, args.odin_images)
+        print(odin_header(D, args.threads, args.odin_repeats))
     load_start = os.getloadavg()
     rows = []
     for name in args.methods:
-        row = compare(PAIR_BY_NAME[name], F, T, P, args.repeats)
+        if name == ODIN.name:
+            row = compare_odin(D, P, args.odin_repeats)
+        else:
+            row = compare(PAIR_BY_NAME[name], F, T, P, args.repeats)
         print_method(row)
         rows.append(row)
     summ = summary(rows)
@@ -489,12 +706,15 @@ def main(argv: list[str] | None = None) -> int:
                 repeats=args.repeats,
                 load_average_start=load_start,
                 load_average_end=os.getloadavg(),
-                **F.info,
+                **(F.info if F is not None else {}),
+                **({"odin_repeats": args.odin_repeats, "odin": D.info} if D is not None else {}),
             ),
-            "id_accuracy": F.id_accuracy,
+            "id_accuracy": F.id_accuracy if F is not None else None,
             "methods": rows,
             "summary": summ,
         }
+        if D is not None:
+            result["odin_id_accuracy_on_subset"] = D.id_accuracy
         args.out.write_text(json.dumps(result, indent=2, default=_plain))
         print(f"\nwrote {args.out}")
     return 0
