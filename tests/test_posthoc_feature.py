@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import digits_posthoc, pytorch_ood_detector
+from helpers import digits_posthoc, fit_both_precisions, pytorch_ood_detector
 from scipy.special import logsumexp
 from sklearn.covariance import EmpiricalCovariance
 from sklearn.decomposition import PCA
@@ -135,6 +135,23 @@ def test_rmds_equals_sklearn_on_singular_covariance(digits):
     ref = _sklearn_class_sq_dists(Ftr, digits["ytr"], X).min(axis=1) - background
     ours = _fit("rmds", digits).score(X)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+
+
+def test_rmds_low_rank_background_and_its_fallback_equal_sklearn(digits):
+    """The background distance as the class whitening's minus a rank-C term (Woodbury)
+    is used when the between-class scatter lies in the span of the within-class
+    covariance; a unit constant within every class but not across classes breaks that,
+    and the background pseudo-inverse is used instead. Both equal scikit-learn's."""
+    Ftr, ytr, X = digits["Ftr"].copy(), digits["ytr"], digits["test"].copy()
+    det = _fit("rmds", digits)
+    assert det._prepared()[2]  # low-rank path on the digits features (dead units included)
+    Ftr[:, 0] = ytr  # within-class variance 0, between-class variance > 0
+    X[:, 0] = np.random.RandomState(0).randint(0, 5, len(X))
+    det = _fit("rmds", digits, Ftr)
+    assert not det._prepared()[2]
+    background = EmpiricalCovariance().fit(Ftr).mahalanobis(X)
+    ref = _sklearn_class_sq_dists(Ftr, ytr, X).min(axis=1) - background
+    np.testing.assert_allclose(det.score(X), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("k", [50, 5])
@@ -444,9 +461,13 @@ def test_all_constant_features_are_a_clear_error(digits, name):
 
 def test_neco_row_at_the_training_mean_is_in_distribution(digits):
     det = _fit("neco", digits)
-    s = det.score(np.vstack([digits["Ftr"].mean(axis=0), digits["test"][:5]]))
+    np.testing.assert_allclose(det.mean_, digits["Ftr"].mean(axis=0), rtol=1e-13, atol=1e-15)
+    s = det.score(np.vstack([det.mean_, digits["test"][:5]]))
     assert s[0] == -1.0  # z = 0 lies in the principal subspace: the largest possible ratio
     assert (s[1:] > -1.0).all()
+    # float32 rows: a row equal to the float32-rounded mean is at z = 0 as well
+    s32 = det.score(np.vstack([det.mean_, digits["test"][:5]]).astype(np.float32))
+    assert s32[0] == -1.0 and (s32[1:] > -1.0).all()
 
 
 def test_knn_needs_k_rows(digits):
@@ -460,6 +481,21 @@ def test_fdbd_identical_head_rows_are_an_error(digits):
     W[1] = W[0]
     with pytest.raises(InputError, match="identical"):
         _fit("fdbd", digits, head=(W, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vim_rejects_features_without_a_residual(digits, dtype):
+    """Rows spanning exactly dim directions around the ViM origin: the principal space is
+    all there is, alpha = mean max logit / mean residual is undefined (float32 products
+    alone would leave a residual of rounding noise, ~1e-7, and a huge alpha)."""
+    W, b = digits["head"]
+    u = -np.linalg.pinv(W) @ b
+    rng = np.random.RandomState(3)
+    basis = np.linalg.qr(rng.normal(size=(64, 32)))[0].T  # 32 orthonormal directions
+    X = (u + rng.normal(size=(500, 32)) @ basis).astype(dtype)
+    with pytest.raises(InputError, match="no residual"):
+        _fit("vim", digits, X)
+    assert np.isfinite(_fit("residual", digits, X).score(digits["test"])).all()
 
 
 def test_vim_rejects_a_head_with_negative_mean_max_logit(digits):
@@ -496,3 +532,153 @@ def test_narrow_features_score_on_one_blas_thread_and_restore_it(digits, monkeyp
         t.join()
     assert seen and all(set(counts) == {1} for counts in seen)
     assert _blas_thread_counts() == before
+
+
+# --------------------------------------------------------------------------- float32 features
+def _scores_match(a: np.ndarray, b: np.ndarray, rtol: float) -> None:
+    """Equal to ``rtol`` of each score, or of the largest score where scores cross zero."""
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_features_give_the_float64_scores(digits, name):
+    """Network features arrive as float32 and stay float32 (products in float32): the
+    statistics equal the float64 fit of the same values, the scores the float64 scores to
+    float32 rounding (~1e-6), the AUROC to 1e-6."""
+    det32, det64 = fit_both_precisions(name, digits)
+    for key in det64._fitted_names():  # statistics accumulated in float64 either way
+        a, b = getattr(det32, key), getattr(det64, key)
+        if isinstance(a, np.ndarray) and a.dtype == np.float64:  # (KNN keeps its rows float32)
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max(), err_msg=key)
+    X32 = digits["test"].astype(np.float32)
+    s32, s64 = det32.score(X32), det64.score(X32.astype(np.float64))
+    assert s32.dtype == np.float64 and np.isfinite(s32).all()
+    _scores_match(s32, s64, rtol=1e-5)
+    assert abs(_auroc(digits, s32) - _auroc(digits, s64)) < 1e-6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_scores_are_batch_independent_and_survive_save_load(digits, name, tmp_path):
+    det = fit_both_precisions(name, digits)[0]
+    X = digits["test"].astype(np.float32)
+    full = det.score(X)
+    rows = [0, 7, len(X) - 1]
+    # float32 products: a lone row or another block may be summed in another order by BLAS
+    alone = np.concatenate([det.score(X[i : i + 1]) for i in rows])
+    _scores_match(alone, full[rows], rtol=1e-5)
+    perm = np.random.RandomState(0).permutation(len(X))
+    _scores_match(det.score(X[perm]), full[perm], rtol=1e-5)
+    det.save(tmp_path / "det")
+    np.testing.assert_array_equal(detectors.load(tmp_path / "det").score(X), full)
+
+
+@pytest.mark.parametrize("name", ["mahalanobis", "rmds", "vim", "residual", "neco", "fdbd"])
+def test_results_do_not_depend_on_threads_or_blocks(digits, name, monkeypatch):
+    """Training passes and scoring cut the rows into tasks and blocks, run on the thread
+    pool: the same tasks on one or two threads give bit-identical state and scores; other
+    task and block sizes give the same statistics up to float64 round-off and the same
+    scores up to the float32 product's rounding."""
+    from oddkit.detectors import _neighbors
+
+    X = np.vstack([digits["Ftr"]] * 4).astype(np.float32)  # 1,800 rows
+    y = np.tile(digits["ytr"], 4)
+    Q = digits["test"].astype(np.float32)
+
+    def fit_score(threads: int):
+        old = _neighbors.get_num_threads()
+        _neighbors.set_num_threads(threads)
+        try:
+            det = detectors.create(name)
+            det.fit(X, y if "labels" in det.inputs else None, head=digits["head"])
+            return det, det.score(Q)
+        finally:
+            _neighbors.set_num_threads(None if old == _neighbors._CPU_COUNT else old)
+
+    default, ref = fit_score(2)
+    monkeypatch.setattr(feature, "_TASK_ROWS", 256)  # 8 tasks
+    monkeypatch.setattr(feature, "_BLOCK_ROWS", 96)  # 3 blocks per task, the last one short
+    one, s1 = fit_score(1)
+    two, s2 = fit_score(2)
+    np.testing.assert_array_equal(s1, s2)
+    for key in one._fitted_names():
+        np.testing.assert_array_equal(getattr(one, key), getattr(two, key), err_msg=key)
+        if key.endswith(("mean_", "covariance_")) or key == "location_":
+            b = getattr(default, key)
+            np.testing.assert_allclose(getattr(two, key), b, rtol=0, atol=1e-13 * np.abs(b).max())
+    _scores_match(s2, ref, rtol=1e-5)
+
+
+def test_non_contiguous_features_give_the_same_scores(digits):
+    """A column slice (as the Mahalanobis feature ensemble passes) is read in place."""
+    wide = np.hstack([digits["Ftr"], digits["Ftr"][:, :7]]).astype(np.float32)
+    test = np.hstack([digits["test"], digits["test"][:, :7]]).astype(np.float32)
+    for name in NAMES:
+        det = detectors.create(name)
+        y = digits["ytr"] if "labels" in det.inputs else None
+        a = det.fit(wide[:, :64], y, head=digits["head"]).score(test[:, :64])
+        b = detectors.create(name).fit(np.ascontiguousarray(wide[:, :64]), y, head=digits["head"])
+        np.testing.assert_array_equal(a, b.score(np.ascontiguousarray(test[:, :64])), err_msg=name)
+
+
+# --------------------------------------------------------------------------- one-pass statistics
+def _two_pass(X: np.ndarray, y: np.ndarray, n_classes: int):
+    X = np.asarray(X, dtype=np.float64)
+    means = np.stack([X[y == c].mean(axis=0) for c in range(n_classes)])
+    Z = X - means[y]
+    return means, Z.T @ Z / len(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_pass_class_moments_equal_the_two_pass_formula(dtype):
+    """Rows far from the origin (offset 1e4, spread ~1), labels sorted (the stride sample
+    then sees every class in turn) and a dead unit: the one-pass statistics equal the
+    two-pass ones to float64 round-off, and the dead unit's variance is exactly 0."""
+    rng = np.random.RandomState(0)
+    n, d, C = 5000, 12, 4
+    y = np.sort(rng.randint(0, C, n))
+    centres = rng.normal(scale=3.0, size=(C, d))
+    X = (1e4 + centres[y] + rng.normal(size=(n, d))).astype(dtype)
+    X[:, 3] = dtype(1e4 + 0.25)  # dead unit
+    counts, means, cov = feature._class_moments(X, y, C, parallel=False)
+    ref_means, ref_cov = _two_pass(X, y, C)
+    np.testing.assert_array_equal(counts, np.bincount(y))
+    np.testing.assert_allclose(means, ref_means, rtol=1e-14)
+    np.testing.assert_allclose(cov, ref_cov, rtol=0, atol=1e-12 * np.abs(ref_cov).max())
+    assert (cov[3] == 0).all() and (cov[:, 3] == 0).all()
+    mean, total = feature._mean_and_covariance(X, parallel=False)
+    ref_mean, ref_total = _two_pass(X, np.zeros(n, int), 1)
+    np.testing.assert_allclose(mean, ref_mean[0], rtol=1e-14)
+    np.testing.assert_allclose(total, ref_total, rtol=0, atol=1e-12 * np.abs(ref_total).max())
+    assert (total[3] == 0).all()
+
+
+def test_moment_about_the_vim_origin_and_column_mean():
+    """float64 statistics of float32 rows (3,001 rows: the last block is short)."""
+    rng = np.random.RandomState(1)
+    X = rng.gamma(2.0, size=(3001, 16)).astype(np.float32)  # ReLU-like, not a multiple of 64 rows
+    u = rng.normal(size=16)
+    Z = X.astype(np.float64) - u
+    ref = Z.T @ Z / len(X)
+    moment = feature._moment_about(X, u, parallel=False)
+    np.testing.assert_allclose(moment, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+    exact = X.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(feature._column_mean(X, parallel=False), exact, rtol=1e-14)
+
+
+def test_first_argmax_takes_the_first_class_at_the_maximum():
+    rng = np.random.RandomState(2)
+    for C in (2, 10, 255, 256, 300):
+        L = rng.randint(0, 3, size=(C, 400)).astype(np.float64)  # many ties
+        np.testing.assert_array_equal(feature._first_argmax(L), L.argmax(axis=0))
+
+
+def test_fdbd_row_at_the_training_mean_gets_the_floor(digits):
+    det = _fit("fdbd", digits)
+    assert det.min_distance_ == pytest.approx(1e-12 * np.linalg.norm(det.train_mean_))
+    s = det.score(det.train_mean_[None, :])
+    W, b = digits["head"]
+    logits = det.train_mean_ @ W.T + b
+    p = logits.argmax()
+    others = [c for c in range(W.shape[0]) if c != p]
+    boundary = sum((logits[p] - logits[c]) / np.linalg.norm(W[p] - W[c]) for c in others)
+    np.testing.assert_allclose(s, -boundary / len(others) / det.min_distance_, rtol=1e-6)

@@ -2,9 +2,8 @@
 
 Each one is fitted on the in-distribution training features ``X`` (n, d) of a classifier
 and its head ``head=(W, b)`` (Mahalanobis and RMDS also take the class labels ``y``), and
-scores new feature rows, higher = more OOD. Statistics are accumulated in float64 in
-chunks of rows; symmetric matrices are decomposed with ``eigh`` and never inverted
-blindly.
+scores new feature rows, higher = more OOD. Symmetric matrices are decomposed with
+``eigh`` and never inverted blindly.
 
 Singular covariances (a feature that is constant in training, such as a dead ReLU unit,
 or fewer training rows than features) are handled with the Moore-Penrose pseudo-inverse
@@ -16,9 +15,28 @@ result is the ordinary inverse.
 
 Scoring is batch-independent: a row's score depends only on that row and the fitted state.
 
-Narrow features (64-d for the CIFAR ResNets) make every matrix product here small, and
-OpenBLAS's threads then cost more than they save: BLAS runs on one thread for them (see
-:func:`_blas_for`). KNN asks the exact neighbour search for the one distance it needs
+Precision. A network's float32 features stay float32 (no float64 copy of the matrix).
+Training statistics (means, covariances, sums over the rows) are accumulated in float64,
+from float64 copies of blocks of :data:`_BLOCK_ROWS` rows. At score time each method is
+one matrix product followed by reductions: the rows (centred on the training mean, or
+on ViM's origin in the product's offset) times a fitted matrix that stacks every
+projection the score needs (:class:`_Projection`: whitening and class means for
+Mahalanobis, residual basis and head for ViM, head and boundary weights for fDBD). For
+float32 rows the centring and the product run in float32, as in the network, and so do
+the squared norms of up to :data:`_FLOAT32_NORM_MAX_WIDTH` projected values (relative
+rounding about 1e-7 each); the per-class values (logits, class terms) are then
+converted, and every later step (minima, log-sum-exp, ratios, the score) is float64. On
+C10-OOD-local, float32 and float64 input give scores within 2e-6 relative (RMDS and
+ViM, which cross zero: within 1e-5 of the largest score) and AUROCs within 1e-6.
+float64 rows are computed in float64 throughout.
+
+Speed. Narrow features (64-d for the CIFAR ResNets) make every matrix product here
+small, and OpenBLAS's threads then cost more than they save: BLAS runs on one thread for
+them (see :func:`_blas_for`), and the training passes and the scoring instead cut the
+rows into tasks of :data:`_TASK_ROWS` rows that run on the neighbour search's thread
+pool (:func:`oddkit.detectors._neighbors.set_num_threads`). Task and block boundaries
+depend only on the number of rows, never on the number of threads, so neither do the
+results. KNN asks the exact neighbour search for the one distance it needs
 (:meth:`~oddkit.detectors._neighbors.NeighborIndex.kth_distance`).
 """
 
@@ -26,49 +44,236 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-from scipy import sparse
 
 from ...errors import InputError, ParamError
-from .._neighbors import (
-    NeighborIndex,
-    _one_blas_thread,
-)
+from .._neighbors import NeighborIndex, _one_blas_thread, _pool, get_num_threads
 from ..base import check_bool, check_choice, check_int, register
 from .base import PosthocDetector, logsumexp
 
 __all__ = ["FDBD", "KNNOOD", "NECO", "RMDS", "Mahalanobis", "Residual", "ViM", "vim_default_dim"]
 
 _EPS = float(np.finfo(np.float64).eps)
-#: rows per chunk when accumulating training statistics.
-_FIT_CHUNK = 8192
-#: matrix products of fewer multiply-adds run on one BLAS thread (see _blas_for).
+_TINY = float(np.finfo(np.float64).tiny)
+#: rows of one float64 block in a training pass (2048 x 64 float64 = 1 MiB, stays in cache).
+_BLOCK_ROWS = 2048
+#: rows per task of a training pass or a scoring call (tasks run on the thread pool).
+_TASK_ROWS = 4096
+#: matrix products of fewer multiply-adds per task run on one BLAS thread (see _blas_for).
 _THREADED_BLAS_WORK = 1e8
+#: float32 rows up to this wide have their squared norms summed in float32 (relative error
+#: about 1e-7 for 64 values, a third of the time of a float64 sum); wider ones in float64.
+_FLOAT32_NORM_MAX_WIDTH = 256
+#: rows of the stride sample that gives the provisional class means of _class_moments.
+_SAMPLE_ROWS = 2048
+
+T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------- helpers
-def _chunks(n: int, step: int = _FIT_CHUNK) -> Iterator[slice]:
+# --------------------------------------------------------------------------- row passes
+def _chunks(n: int, step: int) -> Iterator[slice]:
     for lo in range(0, n, step):
         yield slice(lo, min(n, lo + step))
 
 
-def _second_moment(X: np.ndarray, shift: Callable[[slice], np.ndarray]) -> np.ndarray:
-    """``sum_i (x_i - s_i)(x_i - s_i)^T / n`` in float64, accumulated over row chunks.
+def _map_rows(fn: Callable[[slice], T], n: int, parallel: bool) -> list[T]:
+    """``fn(rows)`` for consecutive tasks of :data:`_TASK_ROWS` rows, results in row order.
 
-    ``shift(rows)`` gives the vector subtracted from each row of the chunk (a class mean,
-    the global mean or the ViM origin), broadcastable to ``X[rows]``.
+    With ``parallel`` (narrow features, BLAS on one thread), the tasks are dealt round
+    robin to the threads of the neighbour search's pool, one batch per thread, each task
+    single-threaded inside (numpy releases the GIL in the products and the element-wise
+    passes). Tasks write nothing shared; which thread runs a task changes no result.
     """
-    d = X.shape[1]
-    acc = np.zeros((d, d))
-    for rows in _chunks(X.shape[0]):
-        Z = X[rows] - shift(rows)
-        acc += Z.T @ Z
-    acc /= X.shape[0]
-    return (acc + acc.T) / 2.0  # exactly symmetric for eigh
+    tasks = list(_chunks(n, _TASK_ROWS))
+    threads = min(get_num_threads(), len(tasks)) if parallel else 1
+    if threads <= 1:
+        return [fn(rows) for rows in tasks]
+    runs = [tasks[i::threads] for i in range(threads)]
+    done = _pool(threads).map(lambda run: [fn(rows) for rows in run], runs)
+    out: list[T] = [None] * len(tasks)  # type: ignore[list-item]
+    for i, results in enumerate(done):
+        out[i::threads] = results
+    return out
 
 
+def _float64_blocks(X: np.ndarray, rows: slice) -> Iterator[np.ndarray]:
+    """The rows ``X[rows]`` as float64 blocks of :data:`_BLOCK_ROWS` rows.
+
+    float32 rows are converted (exactly) into one reused array, so the caller must not
+    keep a block; float64 rows are handed out as views.
+    """
+    buf: np.ndarray | None = None
+    for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
+        part = X[lo : min(rows.stop, lo + _BLOCK_ROWS)]
+        if part.dtype == np.float64:
+            yield part
+            continue
+        if buf is None:
+            buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), X.shape[1]))
+        block = buf[: part.shape[0]]
+        np.copyto(block, part)
+        yield block
+
+
+def _moment_about(X: np.ndarray, u: np.ndarray, parallel: bool) -> np.ndarray:
+    """``sum_i (x_i - u)(x_i - u)^T / n`` in float64 for a point ``u`` away from the rows.
+
+    One float64 pass accumulates ``S = sum_i x_i x_i^T`` and ``t = sum_i x_i``; the result
+    is ``S - u t^T - t u^T + n u u^T``, which saves subtracting ``u`` from every row. Its
+    rounding is that of ``S`` (about ``eps |S|``): no worse than the direct sum's when
+    ``|x_i - u|`` is at least about ``|x_i|``, as for ViM's origin, where every logit is 0.
+    """
+    n, d = X.shape
+
+    def task(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        S, t = np.zeros((d, d)), np.zeros(d)
+        for Z in _float64_blocks(X, rows):
+            S += Z.T @ Z
+            t += _ones(Z.shape[0]) @ Z
+        return S, t
+
+    parts = _map_rows(task, n, parallel)
+    S = _ordered_sum([p[0] for p in parts])
+    t = _ordered_sum([p[1] for p in parts])
+    ut = np.outer(u, t)
+    S -= ut + ut.T
+    S += n * np.outer(u, u)
+    S /= n
+    return (S + S.T) / 2.0  # exactly symmetric for eigh
+
+
+def _column_mean(X: np.ndarray, parallel: bool) -> np.ndarray:
+    """The mean of the rows of ``X``, accumulated in float64 (one matrix-vector product
+    per float64 block)."""
+
+    def task(rows: slice) -> np.ndarray:
+        total = np.zeros(X.shape[1])
+        for Z in _float64_blocks(X, rows):
+            total += _ones(Z.shape[0]) @ Z
+        return total
+
+    return _ordered_sum(_map_rows(task, X.shape[0], parallel)) / X.shape[0]
+
+
+def _mean_and_covariance(X: np.ndarray, parallel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the covariance ``sum_i (x_i - mu)(x_i - mu)^T / n`` of the rows, float64.
+
+    One pass, as :func:`_class_moments` with a single class: rows shifted by the mean of a
+    stride of the rows, then ``S - n o o^T`` with ``o`` the mean of the shifted rows.
+    """
+    n, d = X.shape
+    shift = _provisional_means(X, np.zeros(n, dtype=np.intp), 1)[0]
+
+    def task(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        S, t = np.zeros((d, d)), np.zeros(d)
+        buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), d))
+        for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
+            Z = buf[: min(rows.stop, lo + _BLOCK_ROWS) - lo]
+            np.subtract(X[lo : lo + Z.shape[0]], shift, out=Z)
+            S += Z.T @ Z
+            t += _ones(Z.shape[0]) @ Z
+        return S, t
+
+    parts = _map_rows(task, n, parallel)
+    offset = _ordered_sum([p[1] for p in parts]) / n
+    S = _ordered_sum([p[0] for p in parts])
+    S /= n
+    S -= np.outer(offset, offset)
+    return shift + offset, (S + S.T) / 2.0  # exactly symmetric for eigh
+
+
+def _class_moments(
+    X: np.ndarray, y: np.ndarray, n_classes: int, parallel: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class counts, class means and the pooled within-class second moment, in one pass.
+
+    Returns ``counts`` (C,), ``means`` (C, d) and
+    ``sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T / n`` (d, d), all accumulated in float64.
+    Each row is first shifted by a provisional mean of its class ``s_c`` (from a stride
+    of at most :data:`_SAMPLE_ROWS` rows), and with ``o_c = mu_c - s_c`` (the class mean
+    of the shifted rows) the result is ``sum_i (x_i - s)(x_i - s)^T - sum_c n_c o_c o_c^T``:
+    ``s_c`` lies near ``mu_c``, so the subtracted term is small and cancels no digits that
+    matter (the two-pass formula's accuracy without the second pass; a unit constant
+    within a class contributes exact zeros, as in the two-pass formula). The class sums
+    come from the same product: each block of shifted rows is extended by its one-hot
+    class columns, and ``B^T B`` holds both the second moment and, in its off-diagonal
+    block, the class sums.
+    """
+    n, d = X.shape
+    shifts = _provisional_means(X, y, n_classes)
+
+    def task(rows: slice) -> np.ndarray:
+        acc = np.zeros((d + n_classes, d + n_classes))
+        buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), d + n_classes))
+        for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
+            block = slice(lo, min(rows.stop, lo + _BLOCK_ROWS))
+            B = buf[: block.stop - block.start]
+            Z, onehot = B[:, :d], B[:, d:]
+            # the float64 differences of the (exactly converted) rows and their shifts
+            np.subtract(X[block], shifts[y[block]], out=Z)
+            onehot.fill(0.0)
+            onehot[np.arange(B.shape[0]), y[block]] = 1.0
+            acc += B.T @ B
+        return acc
+
+    acc = _ordered_sum(_map_rows(task, n, parallel))
+    moment = acc[:d, :d].copy()
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    offsets = acc[d:, :d] / np.maximum(counts, 1.0)[:, None]
+    moment -= (offsets.T * counts) @ offsets
+    moment /= n
+    return counts, shifts + offsets, (moment + moment.T) / 2.0  # exactly symmetric for eigh
+
+
+def _provisional_means(X: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """float64 ``(n_classes, d)``: class means of a stride of the rows (a class the stride
+    misses gets the stride's overall mean)."""
+    rows = np.arange(0, X.shape[0], max(1, X.shape[0] // _SAMPLE_ROWS))
+    sample = X[rows].astype(np.float64)
+    counts = np.bincount(labels[rows], minlength=n_classes)
+    sums = _onehot(labels[rows], n_classes) @ sample
+    overall = sample.mean(axis=0)
+    seen = counts > 0
+    return np.where(seen[:, None], sums / np.maximum(counts, 1)[:, None], overall)
+
+
+def _onehot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """float64 ``(n_classes, len(labels))`` indicator matrix (class sums as one product)."""
+    out = np.zeros((n_classes, labels.size))
+    out[labels, np.arange(labels.size)] = 1.0
+    return out
+
+
+def _ones(n: int) -> np.ndarray:
+    return np.ones(n)
+
+
+def _ordered_sum(parts: list[np.ndarray]) -> np.ndarray:
+    """Sum of the per-task results in task order (the same rounding for any thread count)."""
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+def _first_argmax(L: np.ndarray) -> np.ndarray:
+    """``L.argmax(axis=0)`` for a class-major ``L`` (C, n): the first class at the maximum.
+
+    As whole-row operations: numpy's argmax over the leading axis runs one short column
+    at a time (about 3.5x slower for 10 classes). Each class at the maximum gets the
+    weight ``C - c``; the largest weight is the first such class.
+    """
+    C = L.shape[0]
+    if C > 255:  # weights beyond uint8; long columns make numpy's argmax efficient anyway
+        return L.argmax(axis=0)
+    hit = (L == L.max(axis=0)).view(np.uint8)
+    hit *= np.arange(C, 0, -1, dtype=np.uint8)[:, None]
+    return C - hit.max(axis=0).astype(np.intp)
+
+
+# --------------------------------------------------------------------------- linear algebra
 def _eigh_descending(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors (columns, same order) of a symmetric ``S``."""
     vals, vecs = np.linalg.eigh(S)
@@ -94,25 +299,9 @@ def _pinv_whitener(S: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vecs[:, keep] / np.sqrt(vals[keep]))
 
 
-def _sq_dists_to_centres(Z: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances (n, k) between the rows of ``Z`` and of ``C``.
-
-    Expanded as ``|z|^2 - 2 z.c + |c|^2`` (one GEMM, no (n, k, d) temporary), clipped at
-    0 against round-off. Callers centre both on the training mean first, which keeps the
-    cancellation small.
-    """
-    sq = (Z * Z).sum(axis=1)[:, None] - 2.0 * (Z @ C.T) + (C * C).sum(axis=1)[None, :]
-    return np.maximum(sq, 0.0)
-
-
-def _row_norms(Z: np.ndarray) -> np.ndarray:
-    """Euclidean norm of every row (as ``np.linalg.norm(Z, axis=1)``, with fewer temporaries)."""
-    return np.sqrt(np.einsum("ij,ij->i", Z, Z))
-
-
 def _l2_normalise(X: np.ndarray) -> np.ndarray:
     """Rows scaled to unit Euclidean norm; an all-zero row stays zero."""
-    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    norm = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
     return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
 
 
@@ -134,6 +323,87 @@ def _pairwise_row_distances(W: np.ndarray) -> np.ndarray:
     return np.sqrt(sq)
 
 
+class _Projection:
+    """``((X - centre) * scale) @ A + offset`` for a block of rows ``X`` (n, d).
+
+    Everything runs in ``X``'s dtype: for float32 rows in float32, with ``centre``,
+    ``scale``, ``A`` and the offset rounded to float32 once, and the rounding of the
+    float32 centre removed through the offset (``offset + ((centre32 - centre) * scale)
+    @ A``, computed in float64), so the outputs are centred on the exact float64 centre
+    up to the product's rounding. float64 rows: float64. ``centre_rows=False`` skips the
+    centring pass over the rows: the product is ``(X * scale) @ A`` and the centre enters
+    through the offset only (``- (centre * scale) @ A``, float64). Built from fitted state
+    at first use (never saved).
+    """
+
+    def __init__(
+        self,
+        A: np.ndarray,
+        centre: np.ndarray,
+        offset: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+        centre_rows: bool = True,
+    ) -> None:
+        self.A = np.ascontiguousarray(A)
+        self.A32 = self.A.astype(np.float32)
+        self.centre, self.centre32 = centre, centre.astype(np.float32)
+        self.scale = scale
+        self.scale32 = None if scale is None else scale.astype(np.float32)
+        self.centre_rows = centre_rows
+        offset = np.zeros(A.shape[1]) if offset is None else offset
+        if centre_rows:
+            error = self.centre32 - centre  # what float32 rows are centred on, less the centre
+            offset32 = offset + (error if scale is None else error * scale) @ A
+        else:  # (x * s) @ A - (c * s) @ A, the second term in float64
+            offset = offset - (centre if scale is None else centre * scale) @ A
+            offset32 = offset
+        self.offset, self.offset32 = offset, offset32.astype(np.float32)
+
+    def __call__(self, X: np.ndarray) -> _Projected:
+        single = X.dtype == np.float32
+        Z = X
+        if self.centre_rows:
+            Z = np.subtract(X, self.centre32 if single else self.centre)
+        if self.scale is not None:
+            Z = np.multiply(Z, self.scale32 if single else self.scale, out=None if Z is X else Z)
+        Y = Z @ (self.A32 if single else self.A)
+        Y += self.offset32 if single else self.offset  # one contiguous pass over Y
+        return _Projected(Z, Y)
+
+
+class _Projected:
+    """One block's projection: ``Z`` (the centred, scaled rows; ``X`` itself when the rows
+    are not centred) and ``Y`` (n, k), both in the rows' dtype.
+
+    Columns whose rows only need a squared norm (whitened coordinates, residual
+    coordinates) stay in the rows' dtype; the few per-class columns are handed out
+    class-major in float64 (``(m, n)``, column ``i`` = row ``i``), where the reductions
+    over the classes of a row (max, min, log-sum-exp) run along the leading axis as
+    whole-row vector operations instead of one short row at a time.
+    """
+
+    def __init__(self, Z: np.ndarray, Y: np.ndarray) -> None:
+        self.Z, self.Y = Z, Y
+
+    def sq_norms(self, cols: slice) -> np.ndarray:
+        """float64 squared norm of each row of the output columns ``cols``."""
+        return _sq_norms(self.Y[:, cols])
+
+    def class_major(self, cols: slice) -> np.ndarray:
+        """The output columns ``cols`` as float64 ``(m, n)``."""
+        part = self.Y[:, cols]
+        out = np.empty((part.shape[1], part.shape[0]))
+        out[...] = part.T
+        return out
+
+
+def _sq_norms(Z: np.ndarray) -> np.ndarray:
+    """Squared Euclidean norm of every row of ``Z``, float64."""
+    if Z.dtype == np.float32 and Z.shape[1] > _FLOAT32_NORM_MAX_WIDTH:
+        return np.einsum("ij,ij->i", Z, Z, dtype=np.float64)
+    return np.einsum("ij,ij->i", Z, Z).astype(np.float64, copy=False)
+
+
 def vim_default_dim(n_features: int) -> int:
     """ViM's principal-space dimension ``D`` for a feature width ``N`` (Wang et al. 2022).
 
@@ -149,40 +419,75 @@ def vim_default_dim(n_features: int) -> int:
     return n_features // 2
 
 
+# --------------------------------------------------------------------------- shared base
 class _FeatureDetector(PosthocDetector):
-    """Shared settings of this module's detectors (not registered).
+    """Shared machinery of this module's detectors (not registered).
 
     BLAS runs on one thread while a detector fits or scores narrow features (see
-    :func:`_blas_for`): their matrix products are too small for threads to pay.
+    :func:`_blas_for`), and their row tasks run on the thread pool instead. Subclasses
+    implement ``_score_rows`` on a task's rows and ``_prepare`` (the matrices scoring
+    needs, derived from the fitted state, rebuilt after a refit or a load).
     """
 
-    #: rows per scoring chunk: keeps (rows x classes) and (rows x residual dims) small.
-    score_chunk_rows: ClassVar[int] = 4096
+    #: rows per call of ``_score`` (cut into tasks of _TASK_ROWS rows inside)
+    score_chunk_rows: ClassVar[int] = 65536
+    #: rows of the products a task multiplies at once (for the BLAS thread choice)
+    _task_rows: ClassVar[int] = _TASK_ROWS
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, **context: Any) -> None:
-        with _blas_for(min(X.shape[0], _FIT_CHUNK), X.shape[1]):
+        with _blas_for(self._task_rows, X.shape[1]):
             super()._fit(X, y, **context)
 
     def score(self, X: Any) -> np.ndarray:
         """Anomaly scores of ``X`` (float64, shape (n,), higher = more OOD)."""
         width = getattr(self, "n_features_in_", 0)
-        with _blas_for(self.score_chunk_rows, width):
+        with _blas_for(self._task_rows, width):
             return super().score(X)
+
+    def _parallel(self, width: int) -> bool:
+        """Whether row tasks go to the thread pool: narrow features (BLAS on one thread)."""
+        return _narrow(self._task_rows, width)
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        prepared = self._prepared()
+        score_rows = lambda rows: self._score_rows(X[rows], prepared)
+        return np.concatenate(_map_rows(score_rows, X.shape[0], self._parallel(X.shape[1])))
+
+    def _prepared(self) -> Any:
+        """``_prepare()``, cached until a fitted array it reads is replaced (refit, load)."""
+        sources = tuple(getattr(self, name) for name in self._prepared_from)
+        cached = self.__dict__.get("_prepared_cache")
+        stale = cached is None or any(a is not b for a, b in zip(cached[0], sources))
+        if stale:
+            cached = self._prepared_cache = (sources, self._prepare())
+        return cached[1]
+
+    #: the fitted attributes ``_prepare`` reads
+    _prepared_from: ClassVar[tuple[str, ...]] = ()
+
+    def _prepare(self) -> Any:
+        raise NotImplementedError
+
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _narrow(rows: int, width: int) -> bool:
+    return float(rows) * width * width < _THREADED_BLAS_WORK
 
 
 @contextmanager
 def _blas_for(rows: int, width: int) -> Iterator[None]:
-    """One BLAS thread when the largest product of a chunk is small, else BLAS as set.
+    """One BLAS thread when the largest product of a task is small, else BLAS as set.
 
-    The products here are (rows x width) times (width x at most width). Below
+    The products here are (rows x width) times (width x at most width + classes). Below
     :data:`_THREADED_BLAS_WORK` multiply-adds (64-d features: always), OpenBLAS threads
     cost more than they save; on a busy machine a threaded 8192 x 64 x 10 product was
-    measured ten times slower than a single-threaded one (7.8 ms against 0.8 ms); on an
-    idle one the threads save 5-10% of a whole fit + score. The limit is taken once for
-    all threads inside such a block and lifted when the last one leaves (shared with the
-    pooled neighbour search).
+    measured ten times slower than a single-threaded one (7.8 ms against 0.8 ms). The
+    limit is taken once for all threads inside such a block and lifted when the last one
+    leaves (shared with the pooled neighbour search).
     """
-    if float(rows) * width * width >= _THREADED_BLAS_WORK:
+    if not _narrow(rows, width):
         yield
         return
     with _one_blas_thread():
@@ -202,6 +507,12 @@ class Mahalanobis(_FeatureDetector):
     is ``M(x) = max_c -(f(x) - mu_c)^T Sigma^{-1} (f(x) - mu_c)``; the score here is
     ``-M(x)``, the smallest squared Mahalanobis distance to a class mean (its square root
     ranks identically).
+
+    Computation: the class means and ``Sigma`` come from one float64 pass over the
+    training rows (:func:`_class_moments`). With ``L`` the whitener
+    (``L L^T = Sigma^+``), ``m_c`` the whitened class means and ``z = (x - mu) L``
+    (``mu`` the training mean), the squared distance is ``|z|^2 - 2 z.m_c + |m_c|^2``: one
+    product of the centred rows with ``[L | L m^T]`` gives ``z`` and every ``z.m_c``.
 
     Not part of it here: the paper's input pre-processing (a gradient step on the input,
     which needs the network) and its feature ensemble over several layers with a logistic
@@ -227,6 +538,7 @@ class Mahalanobis(_FeatureDetector):
         "samples and adversarial attacks', NeurIPS 2018"
     )
     inputs = ("features", "head", "labels")
+    _prepared_from = ("location_", "whitener_", "white_means_")
 
     def __init__(self) -> None:
         self._check_params()
@@ -234,24 +546,34 @@ class Mahalanobis(_FeatureDetector):
     def _fit_posthoc(self, X: np.ndarray, y: np.ndarray | None) -> None:
         assert y is not None  # PosthocDetector checked the labels
         n_classes = self.W_.shape[0]
-        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-        onehot = sparse.csr_matrix(
-            (np.ones(y.size), (y, np.arange(y.size))), shape=(n_classes, y.size)
-        )
-        means = np.asarray(onehot @ X) / counts[:, None]
+        parallel = self._parallel(X.shape[1])
+        counts, means, covariance = _class_moments(X, y, n_classes, parallel)
         self.location_ = (counts / X.shape[0]) @ means  # the training mean, without another pass
         self.class_means_ = means
-        self.covariance_ = _second_moment(X, lambda rows: means[y[rows]])
+        self.covariance_ = covariance
         self.whitener_ = _pinv_whitener(self.covariance_)
         self.white_means_ = (means - self.location_) @ self.whitener_
 
-    def _class_sq_dists(self, X: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distances (n, n_classes) to every class mean."""
-        Z = (X - self.location_) @ self.whitener_
-        return _sq_dists_to_centres(Z, self.white_means_)
+    def _prepare(self) -> tuple[_Projection, np.ndarray]:
+        return self._projection(), (self.white_means_**2).sum(axis=1)
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._class_sq_dists(X).min(axis=1)
+    def _projection(self, *extra: np.ndarray) -> _Projection:
+        """Centred rows times ``[L | L m^T | extra...]``."""
+        L = self.whitener_
+        return _Projection(np.hstack([L, L @ self.white_means_.T, *extra]), self.location_)
+
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        projection, mean_sq = prepared
+        return self._min_class_sq_dist(projection(X), mean_sq)
+
+    def _min_class_sq_dist(self, p: _Projected, mean_sq: np.ndarray) -> np.ndarray:
+        """``min_c |z - m_c|^2 = |z|^2 + min_c (|m_c|^2 - 2 z.m_c)`` from the projection."""
+        r = self.whitener_.shape[1]
+        cross = p.class_major(slice(r, r + mean_sq.size))
+        cross *= -2.0
+        cross += mean_sq[:, None]
+        # the expansion can round below 0 for a row at a class mean
+        return np.maximum(p.sq_norms(slice(0, r)) + cross.min(axis=0), 0.0)
 
 
 @register
@@ -271,7 +593,10 @@ class RMDS(Mahalanobis):
     Singular covariances: pseudo-inverses, as for :class:`Mahalanobis`. ``Sigma_0`` is
     computed from the class statistics by the law of total covariance,
     ``Sigma_0 = Sigma + sum_c (n_c / n) (mu_c - mu_0)(mu_c - mu_0)^T`` (equal to the direct
-    formula up to round-off; one pass over the training rows instead of two).
+    formula up to round-off; no extra pass over the training rows). At score time the
+    background distance is the class-conditional whitening's minus a rank-``C`` term
+    (Woodbury's identity, see :meth:`_background_update`), so one product with
+    ``C`` extra columns gives both distances and ``|z|^2`` cancels.
 
     Difference from pytorch-ood 0.4.0 (``RMD``): both of its covariances are un-normalised
     scatters plus ``1e-6 I``, so on full-rank covariances its score is ours divided by
@@ -283,6 +608,7 @@ class RMDS(Mahalanobis):
         "Ren, Fort, Liu, Roy, Padhy & Lakshminarayanan, 'A simple fix to Mahalanobis distance "
         "for improving near-OOD detection', arXiv:2106.09022, 2021"
     )
+    _prepared_from = (*Mahalanobis._prepared_from, "background_whitener_")
 
     def _fit_posthoc(self, X: np.ndarray, y: np.ndarray | None) -> None:
         super()._fit_posthoc(X, y)
@@ -295,10 +621,51 @@ class RMDS(Mahalanobis):
         self.background_covariance_ = self.covariance_ + (between + between.T) / 2.0
         self.background_whitener_ = _pinv_whitener(self.background_covariance_)
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
-        Zb = (X - self.location_) @ self.background_whitener_
-        background = (Zb * Zb).sum(axis=1)
-        return self._class_sq_dists(X).min(axis=1) - background
+    def _prepare(self) -> tuple[_Projection, np.ndarray, bool]:
+        mean_sq = (self.white_means_**2).sum(axis=1)
+        K = self._background_update()
+        if K is None:
+            return self._projection(self.background_whitener_), mean_sq, False
+        return self._projection(self.whitener_ @ K), mean_sq, True
+
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        projection, mean_sq, low_rank = prepared
+        p = projection(X)
+        r, C = self.whitener_.shape[1], mean_sq.size
+        if low_rank:  # MD_c - MD_0 = min_c (|m_c|^2 - 2 z.m_c) + |z K|^2: |z|^2 cancels
+            cross = p.class_major(slice(r, r + C))
+            cross *= -2.0
+            cross += mean_sq[:, None]
+            return cross.min(axis=0) + p.sq_norms(slice(r + C, None))
+        return self._min_class_sq_dist(p, mean_sq) - p.sq_norms(slice(r + C, None))
+
+    def _background_update(self) -> np.ndarray | None:
+        """``K`` (r, <= C) with ``MD_0(x) = |z|^2 - |z K|^2``, ``z = (x - mu) L``; or None.
+
+        ``Sigma_0 = Sigma + B`` with ``B`` the between-class scatter (rank < C). Where
+        ``B`` lies inside the span of ``Sigma`` (always, unless a unit is constant within
+        every class but not across classes), the whitened background covariance is
+        ``I + L^T B L``, and with ``L^T B L = U diag(m) U^T`` its inverse is
+        ``I - K K^T``, ``K = U diag(sqrt(m / (1 + m)))`` (Woodbury): the background
+        distance is the class whitening's minus a rank-``C`` term, so scoring needs
+        ``C`` projected columns instead of ``d`` and no second squared norm. None (use
+        the background whitener) when ``B`` leaves the span of ``Sigma``, or when the two
+        pseudo-inverses' cut-offs would keep different directions.
+        """
+        L = self.whitener_
+        if L.shape[1] == 0:
+            return None
+        between = self.background_covariance_ - self.covariance_
+        kept = 1.0 / np.einsum("ij,ij->j", L, L)  # the eigenvalues of Sigma that L keeps
+        cutoff = _rank_cutoff(np.linalg.eigvalsh(self.background_covariance_))
+        inside = (L * kept) @ L.T  # projection onto the span of Sigma
+        outside = between - inside @ between @ inside
+        if kept.min() <= cutoff or np.abs(outside).max() > cutoff:
+            return None
+        M = L.T @ between @ L
+        m, U = np.linalg.eigh((M + M.T) / 2.0)
+        keep = m > _EPS * max(float(m.max()), 0.0)
+        return U[:, keep] * np.sqrt(m[keep] / (1.0 + m[keep]))
 
 
 # --------------------------------------------------------------------------- KNN
@@ -331,8 +698,10 @@ class KNNOOD(_FeatureDetector):
         "Sun, Ming, Zhu & Li, 'Out-of-distribution detection with deep nearest neighbors', "
         "ICML 2022"
     )
-    #: the search chunks the rows itself (memory-bounded) and spreads them over threads
+    #: the search chunks the rows itself (memory-bounded), spreads them over threads and
+    #: limits BLAS itself
     score_chunk_rows: ClassVar[int] = 65536
+    _task_rows: ClassVar[int] = 65536
 
     def __init__(self, k: int = 50, index: str = "flat") -> None:
         self.k = k
@@ -371,6 +740,9 @@ class _PrincipalResidual(_FeatureDetector):
     """
 
     dim: int | None
+    _prepared_from = ("origin_", "residual_basis_", "W_", "b_")
+    #: whether the projection also gives the logits (ViM) or only the residual (Residual)
+    _with_logits: ClassVar[bool] = False
 
     def _check_params(self) -> None:
         if self.dim is not None:
@@ -386,7 +758,8 @@ class _PrincipalResidual(_FeatureDetector):
             )
         return D
 
-    def _fit_residual(self, X: np.ndarray) -> None:
+    def _fit_residual(self, X: np.ndarray) -> np.ndarray:
+        """Fit the origin and the residual basis; returns the eigenvalues (descending)."""
         n, N = X.shape
         D = self.principal_dim(N)
         if n <= D:
@@ -395,7 +768,8 @@ class _PrincipalResidual(_FeatureDetector):
                 f"{D + 1} training rows, got {n}; pass more rows or a smaller dim."
             )
         self.origin_ = -(np.linalg.pinv(self.W_) @ self.b_)
-        vals, vecs = _eigh_descending(_second_moment(X, lambda rows: self.origin_))
+        moment = _moment_about(X, self.origin_, self._parallel(N))
+        vals, vecs = _eigh_descending(moment)
         if D > 0 and vals[D - 1] <= _rank_cutoff(vals):
             rank = int((vals > _rank_cutoff(vals)).sum())
             raise InputError(
@@ -405,9 +779,25 @@ class _PrincipalResidual(_FeatureDetector):
             )
         self.principal_dim_ = int(D)
         self.residual_basis_ = np.ascontiguousarray(vecs[:, D:])
+        return vals
 
-    def _residual_norm(self, X: np.ndarray) -> np.ndarray:
-        return np.linalg.norm((X - self.origin_) @ self.residual_basis_, axis=1)
+    def _prepare(self) -> _Projection:
+        """Rows minus ``u`` times ``[residual basis | W^T]`` (logits: plus ``u W^T + b``)."""
+        R = self.residual_basis_
+        # rows are not centred first: u = -W^+ b, where every logit is ~0, lies away from
+        # the features, so the product's rounding on x is no larger than on x - u
+        if not self._with_logits:
+            return _Projection(R, self.origin_, centre_rows=False)
+        offset = np.concatenate([np.zeros(R.shape[1]), self.origin_ @ self.W_.T + self.b_])
+        return _Projection(np.hstack([R, self.W_.T]), self.origin_, offset, centre_rows=False)
+
+    def _residual_and_logits(
+        self, X: np.ndarray, projection: _Projection
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Residual norms (n,) and class-major float64 logits (C, n; none without the head)."""
+        p = projection(X)
+        n_res = self.residual_basis_.shape[1]
+        return np.sqrt(p.sq_norms(slice(0, n_res))), p.class_major(slice(n_res, None))
 
 
 @register
@@ -445,8 +835,8 @@ class Residual(_PrincipalResidual):
     def _fit_posthoc(self, X: np.ndarray, y: np.ndarray | None) -> None:
         self._fit_residual(X)
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._residual_norm(X)
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        return self._residual_and_logits(X, prepared)[0]
 
 
 @register
@@ -464,10 +854,16 @@ class ViM(_PrincipalResidual):
     released code and OpenOOD use its negative as the ID score; pytorch-ood's ``ViM``
     returns exactly this).
 
+    Computation: one float64 pass over the training rows for the second moment, a second
+    one (the scoring product) for ``alpha``; at score time one product of ``x - u`` with
+    ``[residual basis | W^T]`` gives the residual and the logits.
+
     Default ``dim=None``: the paper's rule for ``D``, see :func:`vim_default_dim` and
     :class:`Residual` (32 for 64-d CIFAR ResNet features, 512 for 1280-d EfficientNet).
-    Needs more than ``D`` training rows spanning more than ``D`` directions, and a
-    positive mean maximum logit (otherwise ``alpha`` would flip the residual's sign).
+    Needs more than ``D`` training rows spanning more than ``D`` directions, a residual
+    (training rows spanning more than ``D`` directions around ``u``, else ``alpha`` is
+    undefined) and a positive mean maximum logit (otherwise ``alpha`` would flip the
+    residual's sign).
     """
 
     name = "vim"
@@ -475,26 +871,30 @@ class ViM(_PrincipalResidual):
         "Wang, Li, Feng & Zhang, 'ViM: Out-of-distribution with virtual-logit matching', "
         "CVPR 2022"
     )
+    _with_logits = True
 
     def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
         self._check_params()
 
     def _fit_posthoc(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        self._fit_residual(X)
-        max_logit = residual = total = 0.0
-        for rows in _chunks(X.shape[0]):
-            res, logits, Z = self._residual_and_logits(X[rows])
-            max_logit += float(logits.max(axis=1).sum())
-            residual += float(res.sum())
-            total += float(_row_norms(Z).sum())
-        if residual <= 1e-12 * total:
+        vals = self._fit_residual(X)
+        if vals[self.principal_dim_] <= _rank_cutoff(vals):
             raise InputError(
-                "the training features have no residual outside the principal space, so "
-                "ViM's alpha is undefined; pass training rows spanning at least dim + 1 "
-                "directions or a smaller dim."
+                "the training features have no residual outside the principal space (they "
+                f"span only {self.principal_dim_} directions around the ViM origin), so ViM's "
+                "alpha is undefined; pass training rows spanning at least dim + 1 directions "
+                "or a smaller dim."
             )
-        alpha = max_logit / residual
+        projection = self._prepared()
+
+        def sums(rows: slice) -> tuple[float, float]:
+            residual, logits = self._residual_and_logits(X[rows], projection)
+            return float(logits.max(axis=0).sum()), float(residual.sum())
+
+        parts = _map_rows(sums, X.shape[0], self._parallel(X.shape[1]))
+        max_logit = sum(p[0] for p in parts)
+        alpha = max_logit / sum(p[1] for p in parts)
         if not alpha > 0:
             raise InputError(
                 f"the mean maximum logit of the training features is {max_logit / X.shape[0]:.4g}, "
@@ -503,22 +903,9 @@ class ViM(_PrincipalResidual):
             )
         self.alpha_ = alpha
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
-        residual, logits, _ = self._residual_and_logits(X)
-        return self.alpha_ * residual - logsumexp(logits)
-
-    def _residual_and_logits(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Residual norms, logits and ``X - u`` from one matrix product.
-
-        ``(X - u) @ [residual basis | W^T]`` gives the residual coordinates and, plus the
-        constant ``u W^T + b``, the logits (``X W^T + b``, to round-off).
-        """
-        Z = X - self.origin_
-        n_res = self.residual_basis_.shape[1]
-        Y = Z @ np.hstack([self.residual_basis_, self.W_.T])
-        res = Y[:, :n_res]
-        logits = Y[:, n_res:] + (self.origin_ @ self.W_.T + self.b_)
-        return _row_norms(res), logits, Z
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        residual, logits = self._residual_and_logits(X, prepared)
+        return self.alpha_ * residual - logsumexp(logits, axis=0)
 
 
 # --------------------------------------------------------------------------- NECO
@@ -550,6 +937,7 @@ class NECO(_FeatureDetector):
         "Ben Ammar, Belkhir, Popescu, Manzanera & Franchi, 'NECO: NEural Collapse based "
         "out-of-distribution detection', ICLR 2024"
     )
+    _prepared_from = ("mean_", "scale_", "components_", "W_", "b_")
 
     def __init__(self, dim: int | None = None, maxlogit: bool = False) -> None:
         self.dim = dim
@@ -574,8 +962,8 @@ class NECO(_FeatureDetector):
     def _fit_posthoc(self, X: np.ndarray, y: np.ndarray | None) -> None:
         n, N = X.shape
         d = self._subspace_dim(N)
-        mean = X.mean(axis=0)
-        cov = _second_moment(X, lambda rows: mean)
+        parallel = self._parallel(N)
+        mean, cov = _mean_and_covariance(X, parallel)
         var = cov.diagonal().copy()
         # Chan, Golub & LeVeque's bound on the two-pass variance's rounding error: a unit
         # whose variance is within it is constant and keeps scale 1 (as in scikit-learn).
@@ -594,13 +982,23 @@ class NECO(_FeatureDetector):
         self.scale_ = scale
         self.components_ = np.ascontiguousarray(vecs[:, :d])
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
-        Z = (X - self.mean_) / self.scale_
-        inside = np.linalg.norm(Z @ self.components_, axis=1)
-        total = np.linalg.norm(Z, axis=1)
+    def _prepare(self) -> _Projection:
+        """Standardised rows ``z`` times ``[components | scale W^T]`` (the logits, from ``z``)."""
+        A, offset = self.components_, None
+        if self.maxlogit:
+            A = np.hstack([A, self.scale_[:, None] * self.W_.T])
+            logits_offset = self.mean_ @ self.W_.T + self.b_
+            offset = np.concatenate([np.zeros(self.components_.shape[1]), logits_offset])
+        return _Projection(A, self.mean_, offset, scale=1.0 / self.scale_)
+
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        p = prepared(X)
+        d = self.components_.shape[1]
+        inside = np.sqrt(p.sq_norms(slice(0, d)))
+        total = np.sqrt(_sq_norms(p.Z))
         ratio = np.divide(inside, total, out=np.ones_like(total), where=total > 0)
         if self.maxlogit:
-            ratio = ratio * self._logits(X).max(axis=1)
+            ratio *= p.class_major(slice(d, None)).max(axis=0)
         return -ratio
 
 
@@ -619,14 +1017,21 @@ class FDBD(_FeatureDetector):
     features lie farther from the boundaries; the score is ``-fDBD(z)``.
     Hyperparameter-free.
 
-    Guards: ``||z - mu||`` is floored at ``1e-12`` times the mean distance of the training
-    features to ``mu`` (pytorch-ood floors it at ``1e-8``), so a row exactly at the mean
-    gets a large finite negative score; a head with two identical weight rows (no
-    boundary between them) is an :class:`~oddkit.errors.InputError`.
+    Computation: for the predicted class ``p`` every ``l_p - l_c`` is non-negative, so
+    the sum is linear in ``z``: ``sum_c (l_p - l_c) / ||w_p - w_c|| = z.g_p + h_p`` with
+    ``g_p = sum_c (w_p - w_c) / ||w_p - w_c||`` and ``h_p`` the same sum over ``b``. One
+    product of ``z - mu`` with ``[W^T | G^T]`` gives the logits (for ``p``) and every
+    class's boundary sum.
+
+    Guards: ``||z - mu||`` is floored at ``1e-12 ||mu||`` (and at the smallest normal
+    float64; pytorch-ood floors it at ``1e-8``), so a row exactly at the mean gets a large
+    finite negative score; a head with two identical weight rows (no boundary between
+    them) is an :class:`~oddkit.errors.InputError`.
     """
 
     name = "fdbd"
     reference = "Liu & Qin, 'Fast decision boundary based out-of-distribution detector', ICML 2024"
+    _prepared_from = ("train_mean_", "boundary_norms_", "W_", "b_")
 
     def __init__(self) -> None:
         self._check_params()
@@ -642,18 +1047,26 @@ class FDBD(_FeatureDetector):
                 "between those classes, so fDBD is undefined. Check the head."
             )
         np.fill_diagonal(norms, 1.0)  # the predicted class itself adds |l_p - l_p| = 0
-        self.train_mean_ = X.mean(axis=0)
-        spread = sum(
-            float(_row_norms(X[rows] - self.train_mean_).sum()) for rows in _chunks(X.shape[0])
-        ) / X.shape[0]
-        self.min_distance_ = max(1e-12 * spread, np.finfo(np.float64).tiny)
+        self.train_mean_ = _column_mean(X, self._parallel(X.shape[1]))
+        self.min_distance_ = max(1e-12 * float(np.linalg.norm(self.train_mean_)), _TINY)
         self.boundary_norms_ = norms
 
-    def _score(self, X: np.ndarray) -> np.ndarray:
-        logits = self._logits(X)
-        pred = logits.argmax(axis=1)
-        top = np.take_along_axis(logits, pred[:, None], axis=1)
-        boundary = (np.abs(top - logits) / self.boundary_norms_[pred]).sum(axis=1)
-        boundary /= logits.shape[1] - 1
-        dist = np.maximum(_row_norms(X - self.train_mean_), self.min_distance_)
+    def _prepare(self) -> _Projection:
+        """``z - mu`` times ``[W^T | G^T]``, offsets ``mu W^T + b`` and ``mu G^T + h``."""
+        W, b = self.W_, self.b_
+        inv = 1.0 / self.boundary_norms_
+        np.fill_diagonal(inv, 0.0)
+        weight = inv.sum(axis=1)
+        G = weight[:, None] * W - inv @ W  # row p: sum_c (w_p - w_c) / ||w_p - w_c||
+        h = weight * b - inv @ b
+        A = np.hstack([W.T, G.T])
+        offset = np.concatenate([self.train_mean_ @ W.T + b, self.train_mean_ @ G.T + h])
+        return _Projection(A, self.train_mean_, offset)
+
+    def _score_rows(self, X: np.ndarray, prepared: Any) -> np.ndarray:
+        p = prepared(X)
+        C = self.W_.shape[0]
+        column = C + _first_argmax(p.class_major(slice(0, C)))
+        boundary = p.Y[np.arange(X.shape[0]), column] / (C - 1)
+        dist = np.maximum(np.sqrt(_sq_norms(p.Z)), self.min_distance_)
         return -boundary / dist
