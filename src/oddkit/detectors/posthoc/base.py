@@ -201,7 +201,7 @@ class PosthocDetector(Detector):
                 f"labels must lie in [0, {n_classes}) to match the head's {n_classes} classes; "
                 f"got values from {int(y.min())} to {int(y.max())}."
             )
-        missing = np.setdiff1d(np.arange(n_classes), y)
+        missing = np.flatnonzero(np.bincount(y.astype(np.int64), minlength=n_classes) == 0)
         if missing.size:
             raise InputError(
                 f"class(es) {missing[:10].tolist()} have no training rows; every class of the "
