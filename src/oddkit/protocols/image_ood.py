@@ -635,17 +635,11 @@ def pooled_layers_of(backbone: Any) -> Any:
     return pooled_layers(backbone)
 
 
-def _extract_layered(
-    backbone: Any,
-    named: Mapping[str, Any],
-    cache_dir: str | Path | None,
-    batch_size: int,
-    threads: int | None,
-    progress: bool,
-) -> tuple[Layered, dict[str, Any]]:
-    """The pooled multi-layer features of every source (for :data:`LAYERED_DETECTORS`)."""
+def _extract_layered(backbone: Any, named: Mapping[str, Any], *options: Any) -> tuple[Layered, dict[str, Any]]:
+    """The pooled multi-layer features of every source (for :data:`LAYERED_DETECTORS`);
+    ``options`` are :func:`_extract_all`'s (cache_dir, batch_size, threads, progress)."""
     layers = pooled_layers_of(backbone)
-    out, timing = _extract_all(layers, named, cache_dir, batch_size, threads, progress)
+    out, timing = _extract_all(layers, named, *options)
     ood = {name: out[name].features for name in named if name not in ("train", "test")}
     return Layered(out["train"].features, out["test"].features, ood, layers.widths), timing
 
