@@ -104,18 +104,6 @@ def test_degenerate_inputs_are_finite_and_exact(digits):
     assert np.isfinite(_fit(digits, const).score(digits["test"])).all()
 
 
-def test_float32_features_score_as_float64_features(digits):
-    """Float32 features: the head product and ||x||_1 in float32, the rest in float64."""
-    X32 = digits["test"].astype(np.float32)
-    Ftr32 = digits["Ftr"].astype(np.float32)
-    ours = _fit(digits, Ftr32).score(X32)
-    ref = _fit(digits, Ftr32.astype(np.float64)).score(X32.astype(np.float64))
-    assert ours.dtype == np.float64
-    np.testing.assert_allclose(ours, ref, rtol=1e-5)
-    auc = lambda s: roc_auc_score(digits["is_ood"], s)
-    assert abs(auc(ours) - auc(ref)) < 1e-4
-
-
 def test_scoring_leaves_the_blas_threads_as_they_were(digits):
     """The head product runs on one BLAS thread; the setting is restored afterwards."""
     from threadpoolctl import threadpool_info

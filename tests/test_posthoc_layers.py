@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from oddkit import detectors
 from oddkit.detectors.posthoc.layers import MahalanobisEnsemble
-from oddkit.errors import InputError, ParamError
+from oddkit.errors import FeatureMismatchError, InputError, ParamError
 from oddkit.metrics import auroc
 
 
@@ -93,7 +93,7 @@ def test_bad_input_and_params(digits):
     with pytest.raises(InputError, match="labels"):
         MahalanobisEnsemble().fit(X)
     det = MahalanobisEnsemble(blocks=[32, 32]).fit(X, y)
-    with pytest.raises(InputError, match="columns"):
+    with pytest.raises(FeatureMismatchError, match="features"):
         det.layer_scores(X[:, :10])
 
 

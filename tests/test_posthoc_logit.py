@@ -244,16 +244,6 @@ def test_logit_helpers_agree_with_scipy(digits):
 
 
 # --------------------------------------------------------------------------- float32, class-major
-@pytest.mark.parametrize("name", NAMES)
-def test_float32_features_score_as_float64_features(name, digits):
-    X32, y = digits["X"].astype(np.float32), digits["y"]
-    f32, f64 = fit_both_precisions(name, digits)
-    ours, ref = f32.score(X32), f64.score(X32.astype(np.float64))
-    assert ours.dtype == np.float64
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
-    assert abs(auroc(y, ours) - auroc(y, ref)) < 1e-4
-
-
 def test_klmatching_templates_of_float32_and_float64_fits_agree(digits):
     f32, f64 = fit_both_precisions("klmatching", digits)
     np.testing.assert_array_equal(f32.template_classes_, f64.template_classes_)

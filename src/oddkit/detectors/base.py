@@ -304,14 +304,7 @@ class Detector:
 
     def score(self, X: Any) -> np.ndarray:
         """Anomaly scores of ``X``: float64, shape (n,), finite, higher = more anomalous."""
-        self._check_fitted()
-        X = as_matrix(X, "X", self.input_dtypes)
-        if X.shape[1] != self.n_features_in_:
-            raise FeatureMismatchError(
-                f"X has {X.shape[1]} features but {type(self).__name__} was fitted on "
-                f"{self.n_features_in_}. Score data with the same columns, in the same order, "
-                "as the training data."
-            )
+        X = self._scoring_input(X)
         step = max(1, int(self.score_chunk_rows))
         parts = [self._score(X[i : i + step]) for i in range(0, X.shape[0], step)]
         scores = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
@@ -326,6 +319,18 @@ class Detector:
                 "report this with the data shape and parameters."
             )
         return scores
+
+    def _scoring_input(self, X: Any) -> np.ndarray:
+        """``X`` checked for scoring: fitted detector, valid matrix, the fitted width."""
+        self._check_fitted()
+        X = as_matrix(X, "X", self.input_dtypes)
+        if X.shape[1] != self.n_features_in_:
+            raise FeatureMismatchError(
+                f"X has {X.shape[1]} features but {type(self).__name__} was fitted on "
+                f"{self.n_features_in_}. Score data with the same columns, in the same order, "
+                "as the training data."
+            )
+        return X
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Alias of :meth:`score` for scikit-learn / PyOD users."""

@@ -405,6 +405,7 @@ def tune_detectors(
     and ``{spec: record}``.
     """
     from ..bench.runner import parse_spec
+    from ..detectors import create
     from ..detectors.posthoc.tuning import DEFAULT_GRIDS, split_id_validation, tune
 
     specs: list[str] = []
@@ -423,7 +424,7 @@ def tune_detectors(
                 record["choices"][spec] = "kept (no layered validation features)"
                 continue
             split = split_id_validation(layered.train, train_labels, holdout, seed)
-            det = _create_layered(parsed.name, layered.blocks).fit(split.X_fit, split.y_fit)
+            det = create(parsed.name, blocks=list(layered.blocks)).fit(split.X_fit, split.y_fit)
             weights = det.learn_weights(split.X_val, np.vstack(list(val_ood_layered.values())))
             chosen = f"{parsed.name}:weights=[{','.join(f'{w:.4g}' for w in weights)}]"
             record["choices"][spec] = {"spec": chosen, "weights": weights}
@@ -434,12 +435,6 @@ def tune_detectors(
             record["choices"][spec] = {"spec": chosen, "auroc": res.value, "table": res.rows()}
         specs.append(chosen)
     return specs, record
-
-
-def _create_layered(name: str, blocks: list[int]) -> Any:
-    from ..detectors import create
-
-    return create(name, blocks=list(blocks))
 
 
 #: C10-OSR6: the first six CIFAR-10 classes are known, the other four unknown.

@@ -10,8 +10,8 @@ detector scores without the network.
 Why class-major: the scores reduce over the classes of each row (max, log-sum-exp, sums).
 numpy reduces over the *leading* axis of a C-ordered array with whole-row vector
 operations, but over a short trailing axis (10 classes) one row at a time: on a 8192 x 10
-float64 block, ``max(axis=1)`` takes about 0.33 ms and the same maximum over axis 0 of the
-10 x 8192 transpose 0.02 ms. :class:`HeadProductDetector` is the base of the detectors
+float64 block, ``max(axis=1)`` took about 0.33 ms and the same maximum over axis 0 of the
+10 x 8192 transpose 0.02 ms (ad hoc timings during development). :class:`HeadProductDetector` is the base of the detectors
 whose work is the head product and element-wise work on its result; it runs that small
 product on one BLAS thread.
 """
@@ -33,7 +33,7 @@ __all__ = ["Head", "HeadProductDetector", "PosthocDetector", "as_head", "logsume
 #: head products (rows x features x classes) of fewer multiply-adds run on one BLAS thread:
 #: OpenBLAS threads cost more than they save on such small products, and on a busy
 #: 2-core machine a threaded 8192 x 64 x 10 float32 product took 4-8 ms against 0.27 ms
-#: single-threaded (measured here). ImageNet-sized heads (2048 x 1000) stay threaded.
+#: single-threaded (an ad hoc measurement during development, not a benchmark script). ImageNet-sized heads (2048 x 1000) stay threaded.
 THREADED_BLAS_WORK = 1e8
 
 
@@ -229,6 +229,10 @@ class HeadProductDetector(PosthocDetector):
     def _head_blas(self) -> Any:
         """One BLAS thread when a chunk's head product is small (else BLAS as set)."""
         W = getattr(self, "W_", None)
-        if W is not None and float(self.score_chunk_rows) * W.size >= THREADED_BLAS_WORK:
-            return nullcontext()
-        return _one_blas_thread()
+        return blas_for_work(0.0 if W is None else float(self.score_chunk_rows) * W.size)
+
+
+def blas_for_work(multiply_adds: float) -> Any:
+    """A context with BLAS on one thread when a product of ``multiply_adds`` is below
+    :data:`THREADED_BLAS_WORK`, else with BLAS as set (shared by every post-hoc detector)."""
+    return nullcontext() if multiply_adds >= THREADED_BLAS_WORK else _one_blas_thread()

@@ -43,15 +43,14 @@ results. KNN asks the exact neighbour search for the one distance it needs
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ...errors import InputError, ParamError
-from .._neighbors import NeighborIndex, _one_blas_thread, _pool, get_num_threads
+from .._neighbors import NeighborIndex, _pool, get_num_threads
 from ..base import check_bool, check_choice, check_int, register
-from .base import PosthocDetector, logsumexp
+from .base import THREADED_BLAS_WORK, PosthocDetector, blas_for_work, logsumexp
 
 __all__ = ["FDBD", "KNNOOD", "NECO", "RMDS", "Mahalanobis", "Residual", "ViM", "vim_default_dim"]
 
@@ -61,8 +60,6 @@ _TINY = float(np.finfo(np.float64).tiny)
 _BLOCK_ROWS = 2048
 #: rows per task of a training pass or a scoring call (tasks run on the thread pool).
 _TASK_ROWS = 4096
-#: matrix products of fewer multiply-adds per task run on one BLAS thread (see _blas_for).
-_THREADED_BLAS_WORK = 1e8
 #: float32 rows up to this wide have their squared norms summed in float32 (relative error
 #: about 1e-7 for 64 values, a third of the time of a float64 sum); wider ones in float64.
 _FLOAT32_NORM_MAX_WIDTH = 256
@@ -262,7 +259,7 @@ def _first_argmax(L: np.ndarray) -> np.ndarray:
     """``L.argmax(axis=0)`` for a class-major ``L`` (C, n): the first class at the maximum.
 
     As whole-row operations: numpy's argmax over the leading axis runs one short column
-    at a time (about 3.5x slower for 10 classes). Each class at the maximum gets the
+    at a time (about 3.5x slower for 10 classes in an ad hoc timing). Each class at the maximum gets the
     weight ``C - c``; the largest weight is the first such class.
     """
     C = L.shape[0]
@@ -473,25 +470,16 @@ class _FeatureDetector(PosthocDetector):
 
 
 def _narrow(rows: int, width: int) -> bool:
-    return float(rows) * width * width < _THREADED_BLAS_WORK
+    """Whether a task's largest product, (rows x width) times (width x at most width +
+    classes), is below :data:`~oddkit.detectors.posthoc.base.THREADED_BLAS_WORK`
+    multiply-adds (64-d features: always)."""
+    return float(rows) * width * width < THREADED_BLAS_WORK
 
 
-@contextmanager
-def _blas_for(rows: int, width: int) -> Iterator[None]:
-    """One BLAS thread when the largest product of a task is small, else BLAS as set.
-
-    The products here are (rows x width) times (width x at most width + classes). Below
-    :data:`_THREADED_BLAS_WORK` multiply-adds (64-d features: always), OpenBLAS threads
-    cost more than they save; on a busy machine a threaded 8192 x 64 x 10 product was
-    measured ten times slower than a single-threaded one (7.8 ms against 0.8 ms). The
-    limit is taken once for all threads inside such a block and lifted when the last one
-    leaves (shared with the pooled neighbour search).
-    """
-    if not _narrow(rows, width):
-        yield
-        return
-    with _one_blas_thread():
-        yield
+def _blas_for(rows: int, width: int) -> Any:
+    """One BLAS thread for a task's products when they are narrow (:func:`_narrow`), else
+    BLAS as set (:func:`~oddkit.detectors.posthoc.base.blas_for_work`)."""
+    return blas_for_work(float(rows) * width * width)
 
 
 # --------------------------------------------------------------------------- Mahalanobis

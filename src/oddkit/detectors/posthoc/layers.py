@@ -142,17 +142,7 @@ class MahalanobisEnsemble(Detector):
 
     def layer_scores(self, X: Any) -> np.ndarray:
         """The standardised per-layer scores ``(M_l(x) - m_l) / s_l``, shape (n, n_blocks)."""
-        self._check_fitted()
-        X = self._checked(X)
-        return self._standardised(X)
-
-    def _checked(self, X: Any) -> np.ndarray:
-        from ..base import as_matrix
-
-        X = as_matrix(X, "X", self.input_dtypes)
-        if X.shape[1] != self.n_features_in_:
-            raise InputError(f"X has {X.shape[1]} columns; this detector was fitted on {self.n_features_in_}.")
-        return X
+        return self._standardised(self._scoring_input(X))
 
     def learn_weights(self, X_id: Any, X_ood: Any, C: float = 1.0) -> list[float]:
         """Per-layer weights from a logistic regression of OOD (1) against ID (0) rows.
