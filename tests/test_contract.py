@@ -254,3 +254,31 @@ def test_posthoc_head_is_required_and_must_match_the_features(name):
         det.fit(d["Ftr"], y)  # no head given
     with pytest.raises(FeatureMismatchError, match="head W"):
         det.fit(d["Ftr"], y, head=(W[:, :-1], b))  # one input feature short
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_all_finite_finds_every_nan_and_inf_and_survives_overflowing_sums(dtype, order):
+    """The fast finite check (row sums by one BLAS product) agrees with the element-wise one."""
+    from oddkit.detectors.base import all_finite
+
+    rng = np.random.default_rng(3)
+    base = np.asarray(rng.standard_normal((300, 40)), dtype=dtype, order=order)
+    assert all_finite(base)
+    assert all_finite(base[::2])  # a strided view takes the element-wise path
+    for value in (np.nan, np.inf, -np.inf):
+        for i, j in [(0, 0), (299, 39), (150, 17), (7, 39), (299, 0)]:
+            bad = base.copy(order=order)
+            bad[i, j] = value
+            assert not all_finite(bad), (value, i, j)
+            assert not all_finite(bad[::2] if i % 2 == 0 else bad[1::2])
+    both = base.copy(order=order)
+    both[5, 1], both[5, 2] = np.inf, -np.inf  # inf - inf: NaN sum, still caught
+    assert not all_finite(both)
+    # finite values whose row sums overflow: the product says "not finite", the exact
+    # element-wise check must still answer True
+    huge = np.full((200, 40), np.finfo(dtype).max / 2, dtype=dtype, order=order)
+    with np.errstate(over="ignore"):
+        assert np.isinf(huge.sum(axis=1, dtype=dtype)).all()
+    assert all_finite(huge)
+    assert all_finite(np.arange(12).reshape(3, 4))  # integers are always finite

@@ -118,6 +118,35 @@ def check_random_state(value: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------- input
+#: Below this many values the element-wise check is as fast as the matrix-vector product.
+_FINITE_BY_PRODUCT = 4096
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether every value of the numeric array ``arr`` is finite (exact, never a guess).
+
+    For a contiguous float32/float64 matrix, first one matrix-vector product with a vector
+    of ones (the row sums, in BLAS, with no temporary the size of ``arr``): NaN and inf
+    propagate through every sum, so finite row sums prove every value finite. Where a
+    sum is not finite (a NaN or inf, or huge finite values whose sum overflows), the
+    element-wise check decides. On a 50,000 x 64 float32 matrix the product took about
+    0.3-0.5 ms and ``np.isfinite(arr).all()`` 1.2 ms (ad hoc timing during development).
+    """
+    if arr.dtype.kind not in "fc":
+        return True
+    if (
+        arr.ndim == 2
+        and arr.size >= _FINITE_BY_PRODUCT
+        and arr.dtype in (np.float32, np.float64)
+        and (arr.flags.c_contiguous or arr.flags.f_contiguous)
+    ):
+        with np.errstate(all="ignore"):  # NaN / overflow in the sums are expected answers
+            sums = arr.dot(np.ones(arr.shape[1], dtype=arr.dtype))
+            if np.isfinite(np.add.reduce(sums, dtype=np.float64)):
+                return True
+    return bool(np.isfinite(arr).all())
+
+
 def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,)) -> np.ndarray:
     """Turn ``X`` into a finite, non-empty 2-D float array or raise a typed error.
 
@@ -153,7 +182,7 @@ def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,))
         raise EmptyInputError(f"{what} has no columns (shape {arr.shape}); pass at least one feature.")
     if arr.dtype not in dtypes:
         arr = np.asarray(arr, dtype=dtypes[-1])
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         bad = ~np.isfinite(arr)
         rows = np.flatnonzero(bad.any(axis=1))
         cols = np.flatnonzero(bad.any(axis=0))
