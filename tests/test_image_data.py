@@ -718,3 +718,23 @@ def test_svhn_mat(tmp_path: Path) -> None:
 def test_from_torchvision_without_torchvision(tmp_path: Path) -> None:
     with pytest.raises(MissingDependencyError, match="pip install torchvision"):
         from_torchvision("CIFAR10", tmp_path, "test")
+
+
+def test_subset_source_loads_its_rows_and_keys_its_own_fingerprint():
+    from oddkit.data import ArraySource, SubsetSource
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+    base = ArraySource(images, labels=np.arange(20) % 4)
+    sub = SubsetSource(base, [3, 7, 11], "three rows")
+    assert len(sub) == 3 and sub.labels.tolist() == [3, 3, 3]
+    np.testing.assert_array_equal(sub.load([2, 0]), images[[11, 3]])
+    np.testing.assert_array_equal(sub.load(slice(None)), images[[3, 7, 11]])
+    other = SubsetSource(base, [3, 7, 12], "three rows")
+    assert sub.fingerprint.startswith(base.fingerprint) and sub.fingerprint != other.fingerprint
+    even = SubsetSource.evenly(base, 5)
+    assert even.index.tolist() == [0, 5, 10, 14, 19] and len(SubsetSource.evenly(base, 50)) == 20
+    with pytest.raises(InputError, match="out of range"):
+        SubsetSource(base, [20])
+    with pytest.raises(InputError, match="out of range"):
+        sub.load([3])

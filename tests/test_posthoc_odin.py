@@ -27,7 +27,7 @@ F = torch.nn.functional
 from helpers import SHARED, pytorch_ood_detector
 
 from oddkit import detectors
-from oddkit.data import ArraySource, ImageFolder, gaussian_ood
+from oddkit.data import ArraySource, ImageFolder, SubsetSource, gaussian_ood
 from oddkit.errors import (
     EmptyInputError,
     InputError,
@@ -304,7 +304,7 @@ def test_errors_are_typed_and_say_what_to_do(net, backbone, images):
     with pytest.raises(EmptyInputError):
         det.score(x[:0])
     with pytest.raises(EmptyInputError):
-        det.score(_Subset(ArraySource(images), np.arange(0)))
+        det.score(SubsetSource(ArraySource(images), np.arange(0)))
     with pytest.raises(InputError, match="not feature rows"):
         det.score(np.random.RandomState(0).normal(size=(10, 64)))
     with pytest.raises(InputError, match="channels"):
@@ -378,19 +378,6 @@ def test_unfitted_save_load(tmp_path):
 
 
 # --------------------------------------------------------------------------- CIFAR-10 ResNet-20
-class _Subset:
-    """Some images of an image source, as an image source (``len`` and ``load``)."""
-
-    def __init__(self, source, indices: np.ndarray) -> None:
-        self.source, self.indices = source, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, indices) -> np.ndarray:
-        return self.source.load(self.indices[np.asarray(indices)])
-
-
 @pytest.fixture(scope="module")
 def cifar():
     """ResNet-20, an image source of 64 CIFAR-10 test JPEGs, 64 gaussian images, labels (1 = OOD)."""
@@ -398,7 +385,7 @@ def cifar():
         pytest.skip(f"{WEIGHTS} or {CIFAR_TEST} is absent (../shared is not on this machine)")
     bb = create_backbone("cifar_resnet20", weights=WEIGHTS)
     folder = ImageFolder(CIFAR_TEST)
-    id_source = _Subset(folder, np.linspace(0, len(folder) - 1, N_PER_SIDE).astype(np.int64))
+    id_source = SubsetSource(folder, np.linspace(0, len(folder) - 1, N_PER_SIDE).astype(np.int64))
     id_images = id_source.load(np.arange(N_PER_SIDE))
     ood_images = gaussian_ood().load(np.arange(N_PER_SIDE))
     y = np.r_[np.zeros(N_PER_SIDE, int), np.ones(N_PER_SIDE, int)]
@@ -445,5 +432,5 @@ def test_resnet20_batch_independence_and_input_kinds(cifar, cifar_scores):
     np.testing.assert_allclose(det.score(x), want, rtol=1e-7, atol=0)
     np.testing.assert_allclose(det.score(x.numpy()), want, rtol=1e-7, atol=0)
     # the JPEGs read batch by batch from the image folder
-    source = _Subset(cifar["id_source"], np.arange(8))
+    source = SubsetSource(cifar["id_source"], np.arange(8))
     np.testing.assert_allclose(det.score(source), cifar_scores[:8], rtol=1e-7, atol=0)
