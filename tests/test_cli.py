@@ -218,3 +218,41 @@ def test_debug_shows_the_exception(tmp_path, cancer_csv):
     assert isinstance(result.exception, DataError)
     result = runner.invoke(app, list(args), env={"ODDKIT_DEBUG": "0"})
     assert result.exit_code == 2
+
+
+# --------------------------------------------------------------------------- shifts
+def test_shifts_list_and_gallery(tmp_path):
+    from PIL import Image
+
+    listed = runner.invoke(app, ["shifts", "list"])
+    assert listed.exit_code == 0, listed.output
+    for name in ("gaussian_noise", "frost", "jpeg_compression", "rot90", "color_jitter"):
+        assert f"\n{name} " in listed.output
+    rng = np.random.default_rng(0)
+    picture = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    out = tmp_path / "g.png"
+    res = runner.invoke(
+        app, ["shifts", "gallery", str(tmp_path / "in.png"), "--out", str(out), "--shifts", "fog,rot90,hflip"]
+    )
+    assert res.exit_code == 0, res.output
+    with Image.open(out) as im:
+        width, height = im.size
+    assert width > height  # 3 rows x 6 columns (clean + 5 severities)
+    bad = runner.invoke(app, ["shifts", "gallery", str(tmp_path / "in.png"), "--shifts", "fogg"])
+    assert bad.exit_code != 0 and "Did you mean fog" in bad.output
+
+
+def test_bench_shift_refuses_bad_input_before_work(tmp_path):
+    res = runner.invoke(app, ["bench", "shift", "--protocol", "c10-x", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "c10-r" in res.output
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} is absent (../shared is not on this machine)")
+    res = runner.invoke(
+        app,
+        ["bench", "shift", "--protocol", "c10-r", "--severities", "1,7", "--shared", str(shared), "--out",
+         str(tmp_path / "o")],
+    )  # fmt: skip
+    assert res.exit_code != 0 and "severit" in res.output.lower()
+    assert not (tmp_path / "o").exists()

@@ -59,6 +59,12 @@ bench_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(bench_app, name="bench")
+shifts_app = typer.Typer(
+    help="Image shifts (corruptions, geometric, photometric) with severities 1-5.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(shifts_app, name="shifts")
 
 _STATE = {"debug": False}
 
@@ -407,6 +413,96 @@ def _ood_header(info: dict[str, Any]) -> str:
         f"ID accuracy: {shown} ({info.get('backbone')}, {info.get('n_id_test')} ID test images; "
         f"protocol {info.get('protocol')}{version}; weights sha256 {str(info.get('weights_hash', ''))[:16]})"
     )
+
+
+@bench_app.command("shift")
+@friendly_errors
+def bench_shift(
+    protocol: str = typer.Option(..., "--protocol", help="c10-oc, c10-r, spa or ssa (docs/protocols.md)."),
+    shared: Path = typer.Option(Path("../shared"), "--shared", help="Folder holding data/cifar10 (CIFAR-10 protocols)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="JSON config of another ImageFolder data set (train/test folders, semantic table)."
+    ),
+    backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="Feature backbone (oddkit backbones)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights file for the backbone."),
+    detectors: str | None = typer.Option(
+        None, "--detectors",
+        help="Comma-separated specs; '+l2' runs one on L2-normalised features "
+        "(default: knn:n_neighbors=1,knn:n_neighbors=1+l2,gaussian).",
+    ),  # fmt: skip
+    settings: str | None = typer.Option(None, "--settings", help="c10-r: a subset of U,A,C (default all)."),
+    corruptions: str | None = typer.Option(None, "--corruptions", help="c10-r setting C: names (default all 19)."),
+    severities: str | None = typer.Option(None, "--severities", help="c10-r setting C: e.g. 1,3,5 (default 1-5)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Test images per class per group, spread evenly (a CPU-sized subset)."
+    ),
+    train_limit: int | None = typer.Option(None, "--train-limit", min=1, help="Train images per class."),
+    cache_dir: Path = typer.Option(DEFAULT_FEATURE_CACHE, "--cache-dir", help="Feature cache folder."),
+    out: Path = typer.Option(Path("oddkit-shift"), "--out", help="Folder for results, leaderboard, plot, report."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: torch's own setting)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Realistic-shift protocols (C10-OC, C10-R, SPA, SSA): AUROC beside GS, per class and mean."""
+    from .protocols.shift import run_shift_bench
+    from .report.html import fmt_seconds
+    from .report.shift import leaderboard_markdown
+
+    options: dict[str, Any] = {"batch_size": batch_size, "threads": threads}
+    if weights is not None:
+        options["weights"] = weights
+    if settings:
+        options["settings"] = [s.strip().upper() for s in settings.split(",") if s.strip()]
+    if corruptions:
+        options["corruptions"] = [s.strip() for s in corruptions.split(",") if s.strip()]
+    if severities:
+        try:
+            options["severities"] = [int(s) for s in severities.split(",") if s.strip()]
+        except ValueError as exc:
+            raise ParamError(f"--severities must be integers 1-5 separated by commas; got {severities!r}.") from exc
+    typer.echo(f"oddkit bench shift: {protocol}, backbone {backbone}; feature cache {cache_dir.expanduser()}")
+    start = time.perf_counter()
+    result = run_shift_bench(
+        protocol.strip().lower(), shared=shared, config=config, backbone=backbone, detectors=detectors,
+        limit=limit, train_limit=train_limit, cache_dir=cache_dir.expanduser(), out=out, progress=progress,
+        **options,
+    )  # fmt: skip
+    typer.echo("")
+    typer.echo(leaderboard_markdown(result))
+    typer.echo(f"wall time {fmt_seconds(time.perf_counter() - start)}")
+    for name, path in result.info.get("files", {}).items():
+        typer.echo(f"{name}: {path}")
+
+
+@shifts_app.command("list")
+@friendly_errors
+def shifts_list() -> None:
+    """List the registered shifts: name, kind, what severity changes."""
+    from .shifts import list_shifts
+
+    rows = [("name", "kind", "summary")] + [(s.name, s.kind, s.summary) for s in list_shifts()]
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    for r in rows:
+        typer.echo(f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]}")
+
+
+@shifts_app.command("gallery")
+@friendly_errors
+def shifts_gallery(
+    image: Path = typer.Argument(..., help="An image file (any size; RGB, grey or RGBA are read as RGB)."),
+    out: Path = typer.Option(Path("shift-gallery.png"), "--out", help="PNG file to write."),
+    shifts: str | None = typer.Option(None, "--shifts", help="Comma-separated names (default: all)."),
+    size: int | None = typer.Option(None, "--size", min=8, help="Resize the image to SIZE x SIZE first."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random shifts."),
+) -> None:
+    """Write a PNG grid of IMAGE under every shift (rows) at severities 1-5 (columns)."""
+    from .data.images import read_rgb
+    from .shifts.gallery import write_gallery
+
+    names = [s.strip() for s in shifts.split(",") if s.strip()] if shifts else None
+    picture = read_rgb(image, None if size is None else (size, size))
+    path = write_gallery(picture, out, shifts=names, seed=seed)
+    typer.echo(f"gallery: {path}")
 
 
 # --------------------------------------------------------------------------- detectors

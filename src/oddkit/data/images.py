@@ -376,8 +376,9 @@ class SubsetSource:
     """The images of another source at ``index``, decoded only when loaded.
 
     ``labels`` and ``classes`` follow the source's (labels subset to ``index``). The
-    fingerprint is the source's plus a hash of ``index``, so a subset never reads another
-    subset's cache entry; it is computed on first use (the source's may hash every file).
+    fingerprint is the source's plus a hash of ``index`` (not of ``description``), so the
+    same rows share cache entries and other rows never read them; it is computed on first
+    use (the source's may hash every file).
     """
 
     def __init__(self, source: Any, index: Any, description: str = "subset") -> None:
@@ -386,6 +387,7 @@ class SubsetSource:
         labels = getattr(source, "labels", None)
         self.labels = None if labels is None else np.asarray(labels)[self.index]
         self.classes = getattr(source, "classes", None)
+        self.image_size = getattr(source, "image_size", None)
         self.description = str(description)
         self._fingerprint: str | None = None
 
@@ -399,8 +401,8 @@ class SubsetSource:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            digest = hashlib.blake2b(self.index.tobytes(), digest_size=8).hexdigest()
-            self._fingerprint = f"{self.source.fingerprint}[{self.description}: {self.index.size} rows {digest}]"
+            digest = hashlib.blake2b(self.index.astype("<i8").tobytes(), digest_size=8).hexdigest()
+            self._fingerprint = f"{self.source.fingerprint}[{self.index.size} rows {digest}]"
         return self._fingerprint
 
     def __len__(self) -> int:

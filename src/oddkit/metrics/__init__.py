@@ -8,15 +8,20 @@ Positive class = anomaly / OOD = label 1; scores: higher = more anomalous.
     # {'auroc': ..., 'aupr_in': ..., 'aupr_out': ..., 'fpr95': ..., 'detection_error': ...}
 """
 
+from .generalizability import (
+    GeneralizabilityWarning,
+    generalizability_score,
+    list_gs_definitions,
+    register_gs_definition,
+)
 from .ranking import (
-    auroc,
     aupr_in,
     aupr_out,
+    auroc,
     check_labels_scores,
     detection_error,
     evaluate,
     fpr_at_tpr,
-    generalizability_score,
     roc_points,
 )
 
@@ -28,6 +33,9 @@ __all__ = [
     "detection_error",
     "evaluate",
     "fpr_at_tpr",
+    "GeneralizabilityWarning",
     "generalizability_score",
+    "list_gs_definitions",
+    "register_gs_definition",
     "roc_points",
 ]

@@ -27,10 +27,6 @@ Definitions:
 ``detection_error``
     ``min`` over thresholds of ``0.5 (1 - TPR) + 0.5 FPR`` (anomaly positive), including
     the two trivial thresholds, so it is at most 0.5.
-``generalizability_score``
-    ``clip((AUROC_shifted - 0.5) / (AUROC_standard - 0.5), 0, 1)``, oddkit's definition
-    (the source paper's formula was not available), NaN with a warning when
-    ``AUROC_standard <= 0.5``.
 
 Everything is computed from one sort of the scores (``O(n log n)`` time, ``O(n)`` memory)
 with exact integer counts; scikit-learn is used only as the oracle in the tests.
@@ -38,8 +34,7 @@ with exact integer counts; scikit-learn is used only as the oracle in the tests.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +47,6 @@ __all__ = [
     "detection_error",
     "evaluate",
     "fpr_at_tpr",
-    "generalizability_score",
     "roc_points",
 ]
 
@@ -121,57 +115,6 @@ def evaluate(y_true: Any, scores: Any, tpr: float = 0.95) -> dict[str, float]:
         f"fpr{round(tpr * 100)}": _fpr_at_tpr(*in_counts, tpr),
         "detection_error": _detection_error(*out_counts),
     }
-
-
-# --------------------------------------------------------------------------- shift robustness
-def _gs_ratio(standard: np.ndarray, shifted: np.ndarray) -> np.ndarray:
-    """protocols.md "GS": the share of above-chance AUROC kept under the shift."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = (shifted - 0.5) / (standard - 0.5)
-    return np.where(standard > 0.5, np.clip(ratio, 0.0, 1.0), np.nan)
-
-
-def generalizability_score(
-    auroc_standard: Any,
-    auroc_shifted: Any,
-    definition: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-) -> Any:
-    """Generalizability score ``clip((shifted - 0.5) / (standard - 0.5), 0, 1)``.
-
-    1 means the shift costs no ranking power, 0 means the detector is at or below chance
-    under the shift. Undefined (NaN, with a ``RuntimeWarning``) where the standard AUROC
-    is at most 0.5: there is no above-chance power to keep. Works element-wise on arrays
-    (broadcasting); returns a float for scalar inputs. Always report it beside both
-    AUROCs. ``definition`` plugs in another formula: a function of the two float arrays
-    (standard, shifted) returning an array.
-    """
-    standard = _check_auroc_values(auroc_standard, "auroc_standard")
-    shifted = _check_auroc_values(auroc_shifted, "auroc_shifted")
-    try:
-        standard, shifted = np.broadcast_arrays(standard, shifted)
-    except ValueError as exc:
-        raise MetricError(
-            f"auroc_standard {standard.shape} and auroc_shifted {shifted.shape} do not broadcast."
-        ) from exc
-    if np.any(standard <= 0.5):
-        warnings.warn(
-            "generalizability score is undefined (NaN) where the standard AUROC is <= 0.5: "
-            "the detector has no above-chance ranking power to keep under the shift.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    gs = np.asarray((definition or _gs_ratio)(standard, shifted), dtype=np.float64)
-    return float(gs) if gs.ndim == 0 else gs
-
-
-def _check_auroc_values(value: Any, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise MetricError(f"{what} must be a number or an array of numbers ({exc}).") from exc
-    if not np.all((arr >= 0.0) & (arr <= 1.0)):  # also catches NaN
-        raise MetricError(f"{what} must be AUROC values in [0, 1]; got {value!r}.")
-    return arr
 
 
 # --------------------------------------------------------------------------- validation

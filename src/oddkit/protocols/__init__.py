@@ -6,7 +6,9 @@ so that results from different protocol definitions are never mixed.
 
 The classifier-based image OOD protocols (C10-OOD-local, C10-OSR6, image folders) are
 functions in :mod:`oddkit.protocols.image_ood`; they return an :class:`OODResult`
-(rows per detector and OOD set, raw scores, provenance in ``info``).
+(rows per detector and OOD set, raw scores, provenance in ``info``). The realistic-shift
+protocols (C10-OC, C10-R, SPA, SSA) are in :mod:`oddkit.protocols.shift`; they return a
+:class:`ShiftResult` (rows with AUROC and GS, per-setting means, provenance).
 
 >>> from oddkit.protocols import get_protocol
 >>> get_protocol("ADB-dev").version
@@ -30,12 +32,32 @@ from .image_ood import (
     run_folders,
     tune_detectors,
 )
+from .shift import (
+    CIFAR10_SEMANTIC,
+    SHIFT_POOL,
+    ShiftResult,
+    c10_oc,
+    c10_r,
+    run_shift_bench,
+    run_shift_protocol,
+    spa,
+    ssa,
+)
 
 __all__ = [
     "DEFAULT_DETECTORS",
     "LAYERED_DETECTORS",
     "Layered",
     "ADBDev",
+    "CIFAR10_SEMANTIC",
+    "SHIFT_POOL",
+    "ShiftResult",
+    "c10_oc",
+    "c10_r",
+    "run_shift_bench",
+    "run_shift_protocol",
+    "spa",
+    "ssa",
     "OODResult",
     "OODSet",
     "Split",

@@ -42,6 +42,7 @@ import numpy as np
 from ..data.images import SubsetSource
 from ..errors import DataError, InputError, ParamError
 from ..metrics import evaluate
+from ._config import read_config, resolve_path
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -523,13 +524,13 @@ def run_folders(config: str | Path | Mapping[str, Any], **kw: Any) -> OODResult:
 
     cfg, base = _read_config(config)
     name = str(cfg.get("backbone", "cifar_resnet20"))
-    weights = _path(cfg["weights"], base) if cfg.get("weights") else None
+    weights = resolve_path(cfg["weights"], base) if cfg.get("weights") else None
     if weights is None and name.startswith("cifar_resnet"):
         raise DataError(f"the OOD config needs 'weights' (a checkpoint path) for backbone {name}.")
     size = tuple(cfg["size"]) if cfg.get("size") else None
-    train = ImageFolder(_path(cfg["train"], base), size=size)
+    train = ImageFolder(resolve_path(cfg["train"], base), size=size)
     size = size or train.image_size
-    test = ImageFolder(_path(cfg["test"], base), size=size)
+    test = ImageFolder(resolve_path(cfg["test"], base), size=size)
     check_same_classes(train, test)
     named: dict[str, Any] = {"train": train, "test": test}
     groups: dict[str, str] = {}
@@ -541,7 +542,7 @@ def run_folders(config: str | Path | Mapping[str, Any], **kw: Any) -> OODResult:
                 f"OOD set {set_name!r}: the name must not be train/test/ID and the group must "
                 f"be 'near' or 'far' (got {groups[set_name]!r})."
             )
-        named[set_name] = _ood_folder(_path(spec["path"], base), size)
+        named[set_name] = _ood_folder(resolve_path(spec["path"], base), size)
     backbone = create_backbone(name, weights=weights)
     detectors = _detectors_for(backbone, kw.get("detectors"))
     opts = {k: kw[k] for k in ("cache_dir", "batch_size", "threads", "progress") if k in kw}
@@ -759,25 +760,7 @@ def _ood_folder(path: Path, size: tuple[int, int]) -> Any:
 
 def _read_config(config: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
     """The config as a dict, and the folder relative paths are resolved against (None: cwd)."""
-    base = None
-    if isinstance(config, Mapping):
-        cfg = dict(config)
-    else:
-        try:
-            cfg = json.loads(Path(config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"could not read the OOD config {config}: {exc}") from exc
-        base = Path(config).resolve().parent
-    if not isinstance(cfg, dict):
-        raise DataError("the OOD config must be a JSON object with 'train', 'test' and 'ood'.")
-    missing = [k for k in ("train", "test", "ood") if k not in cfg]
-    if missing:
-        raise DataError(f"the OOD config lacks {missing}; it needs 'train', 'test' and 'ood'.")
+    cfg, base = read_config(config, "OOD", ("train", "test", "ood"))
     if not isinstance(cfg["ood"], Mapping) or not cfg["ood"]:
         raise DataError("'ood' must map OOD set names to folders (at least one).")
     return cfg, base
-
-
-def _path(value: Any, base: Path | None) -> Path:
-    path = Path(str(value)).expanduser()
-    return path if path.is_absolute() or base is None else base / path
