@@ -12,12 +12,8 @@ previous setting is restored). Features and logits come back as float32 numpy ar
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import inspect
 import os
-import platform
-import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._memory import keep_freed_memory
 from ..data.images import ArraySource, ImageSource, check_image_batch
 from ..detectors.base import check_bool, check_int
 from ..errors import EmptyInputError, InputError
@@ -178,7 +175,7 @@ def _run(
     with (
         _torch_threads(threads),
         _eval_mode(backbone.model),
-        _reuse_freed_memory(),
+        keep_freed_memory(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="oddkit-prefetch") as pool,
         tqdm(total=n, unit="img", desc=f"features {backbone.name}", disable=not progress) as bar,
     ):
@@ -232,69 +229,6 @@ def _store(out: dict[str, np.ndarray], name: str, value: torch.Tensor, start: in
     elif out[name].shape[1] != value.shape[1]:
         raise InputError(f"{name} width changed between batches ({out[name].shape[1]} -> {value.shape[1]}).")
     out[name][start:stop] = value.detach().to(device="cpu", dtype=torch.float32).numpy()
-
-
-#: Set to False to leave the C allocator alone (see :func:`_reuse_freed_memory`).
-TUNE_GLIBC_MALLOC = True
-_malloc_lock = threading.Lock()
-_malloc_users = 0
-# glibc mallopt parameters (malloc.h) and the values restored after extraction: the
-# largest thresholds glibc's own dynamic adjustment reaches on 64-bit systems
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-_AFTER = ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 64 << 20))
-
-
-@contextlib.contextmanager
-def _reuse_freed_memory() -> Iterator[None]:
-    """With glibc, keep freed activation buffers for reuse while the network runs.
-
-    glibc serves every allocation above 32 MiB with a fresh ``mmap`` and returns it on
-    ``free``, so each large activation of a 224-px network (100 MB and more per batch)
-    is page-faulted and zeroed again on every batch: in an ad hoc measurement during
-    development (EfficientNet-Lite0, batch 64) that kernel work was about 40% of the
-    CPU time of a forward pass. Inside this block, ``mallopt`` makes glibc take large
-    blocks from its heap and keep freed ones there; after the last concurrent
-    extraction, it sets the thresholds glibc's dynamic adjustment would have reached
-    (mmap above 32 MiB, trim above 64 MiB) and returns the free memory with
-    ``malloc_trim``. Nothing is done on other C libraries, when the user has tuned
-    malloc through ``MALLOC_*`` / ``GLIBC_TUNABLES`` environment variables, or when
-    :data:`TUNE_GLIBC_MALLOC` is False.
-    """
-    global _malloc_users
-    libc = _glibc() if TUNE_GLIBC_MALLOC else None
-    if libc is None:
-        yield
-        return
-    with _malloc_lock:
-        if _malloc_users == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)
-            libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)  # the largest int: never trim
-        _malloc_users += 1
-    try:
-        yield
-    finally:
-        with _malloc_lock:
-            _malloc_users -= 1
-            if _malloc_users == 0:
-                for param, value in _AFTER:
-                    libc.mallopt(param, value)
-                libc.malloc_trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _glibc() -> Any:
-    """The process's glibc (for ``mallopt`` / ``malloc_trim``), or None where it does not apply."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    if any(k.startswith("MALLOC_") for k in os.environ) or "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    except (OSError, AttributeError):
-        return None
-    return libc
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .._memory import keep_freed_memory
 from ..data.images import SubsetSource
 from ..errors import DataError, InputError, ParamError
 from ..metrics import evaluate
@@ -117,6 +118,7 @@ class OODResult:
 
 
 # --------------------------------------------------------------------------- evaluation
+@keep_freed_memory()
 def evaluate_posthoc(
     train_features: np.ndarray,
     train_labels: np.ndarray | None,
@@ -676,6 +678,7 @@ def _l2(F: np.ndarray) -> np.ndarray:
     return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
 
 
+@keep_freed_memory()
 def _logistic_head(F: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], float]:
     """Multinomial logistic regression; C from a stratified 10% validation split (accuracy).
 

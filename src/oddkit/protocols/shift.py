@@ -83,6 +83,7 @@ from typing import Any
 
 import numpy as np
 
+from .._memory import keep_freed_memory
 from ..data.images import SubsetSource
 from ..errors import DataError, InputError, ParamError
 from ._config import read_config, resolve_path
@@ -325,6 +326,7 @@ def ssa(shared: str | Path, **kw: Any) -> ShiftResult:
     return run_shift_protocol("ssa", shared=shared, **kw)
 
 
+@keep_freed_memory()
 def run_shift_protocol(
     protocol: str,
     *,
