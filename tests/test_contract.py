@@ -70,7 +70,11 @@ def case(name, cancer):
 
 # Detectors that take images and the network instead of a feature matrix run their own
 # variant of this contract (same checks, on images through a network) in the named file.
-OWN_CONTRACT = {"odin": "tests/test_posthoc_odin.py"}
+OWN_CONTRACT = {
+    "odin": "tests/test_posthoc_odin.py",
+    "ke_head": "tests/test_knowledge_exposure.py",
+    "ke_resnet18": "tests/test_knowledge_exposure.py",
+}
 
 
 def _takes_features(info) -> bool:

@@ -16,5 +16,6 @@ from .base import (
 # Importing a family module registers its detectors.
 from . import distance, density, tree, kernel, linear, ensemble, pyod_adapter  # noqa: E402,F401
 from . import posthoc  # noqa: E402,F401
+from . import trained  # noqa: E402,F401
 
 __all__ = ["Detector", "DetectorInfo", "create", "get", "list_detectors", "load", "register"]
