@@ -306,6 +306,39 @@ def test_clip_embed_and_ranking_with_a_tiny_random_model(tiny_clip):
     assert ranking.names[0] == "hflip" and ranking.knowledge == "clip:oddkit-tiny-vit:random"
 
 
+def test_clip_vit_b32_randomly_initialised_embeds_at_its_own_resolution():
+    """The paper's knowledge model, ViT-B/32, with random weights (none are shipped here)."""
+    open_clip, why = _open_clip()
+    if open_clip is None:
+        pytest.skip(f"open_clip cannot be imported here ({why})")
+    from oddkit.features.knowledge import ClipKnowledge
+
+    with _seeded():
+        km = ClipKnowledge("ViT-B-32", pretrained=None)
+    images = _rgb_images(n=3, side=32)
+    emb = km.embed(images)  # 32-px images go through CLIP's own 224-px preprocessing
+    assert emb.shape == (3, 512) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert km.name == "clip:ViT-B-32:random"
+    # different images, different embeddings (random weights still see the pixels)
+    assert np.abs(emb[0] - emb[1]).max() > 1e-4
+
+
+def test_ke_head_with_a_clip_knowledge_model(tiny_clip):
+    """KE end to end with CLIP as the knowledge model and feature network (tiny, random)."""
+    from oddkit import detectors
+
+    images = _rgb_images(n=24, side=32)
+    pool = ["hflip", "rot90", "color_jitter", "gaussian_noise"]
+    det = detectors.create("ke_head", transforms=pool, k=1, rank_images=8, max_train_images=16,
+                           epochs=3, batch_size=8, progress=False, random_state=0)  # fmt: skip
+    det.fit(images[:16], knowledge=tiny_clip)
+    assert det.ranking_["knowledge"] == "clip:oddkit-tiny-vit:random"
+    assert det.positives_ == ["hflip"]  # symmetric images: hflip changes nothing
+    assert det.head_w1_.shape == (512, 32)
+    scores = det.score(images[16:])
+    assert scores.shape == (8,) and np.isfinite(scores).all()
+
+
 def test_clip_bad_model_and_offline_tag_fail_fast():
     open_clip, why = _open_clip()
     if open_clip is None:

@@ -113,6 +113,24 @@ def test_fitted_state_is_the_ranking_and_a_trained_head(fitted):
     json.dumps(fitted._get_state()[0])  # the non-array state is JSON
 
 
+def test_representation_is_what_the_ocsvm_sees(fitted, task):
+    """``concat`` (default): [frozen, head_weight * head] normalised; ``head``: the head alone."""
+    _, X, _, _ = task
+    F = _l2(fitted._attached_features().embed(X[:5]))
+    Z_head = _l2(fitted._head(F))
+    expected = _l2(np.hstack([F, fitted.head_weight * Z_head]))
+    np.testing.assert_allclose(fitted._represent(F), expected, rtol=1e-12)
+    assert fitted._ocsvm.support_vectors_.shape[1] == 1280 + 128
+    head_only = detectors.create("ke_head", **{**fitted.get_params(), "representation": "head"})
+    head_only.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.startswith("head_")})
+    np.testing.assert_allclose(head_only._represent(F), Z_head, rtol=1e-12)
+
+
+def _l2(X):
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
 def test_scores_are_batch_independent(fitted, task):
     _, X, _, _ = task
     full = fitted.score(X)
@@ -209,6 +227,10 @@ def test_bad_params_specific_to_each_setting():
         detectors.create("ke_head", backbone="no_such_network")
     with pytest.raises(ParamError, match="hidden_dim"):
         detectors.create("ke_head", hidden_dim=0)
+    with pytest.raises(ParamError, match="representation must be one of"):
+        detectors.create("ke_head", representation="both")
+    with pytest.raises(ParamError, match="head_weight"):
+        detectors.create("ke_head", head_weight=0.0)
     with pytest.raises(ParamError, match="momentum"):
         detectors.create("ke_resnet18", momentum=1.0)
     with pytest.raises(ParamError, match="image_size"):

@@ -73,6 +73,8 @@ _DEFAULT_POOL = (
 _CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 _CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 _ENCODER_PREFIX = "encoder__"
+#: what ke_head's one-class SVM sees (KEHead docstring)
+_REPRESENTATIONS = ("concat", "head")
 _OCSVM_PREFIX = "ocsvm__"
 
 
@@ -352,8 +354,11 @@ class KEHead(_KnowledgeExposure):
     ``h(u) = W2 relu(W1 u + b1) + b2``, ``z = h(f(x)) / ||h(f(x))||``, the head minimises
     ``mean_i mean_{t in T+} [ log sum_{t' in T+ u T-} exp(<z_i, z_i^t'>/tau) - <z_i, z_i^t>/tau ]``
     over ``max_train_images`` normal images and their views (:func:`contrastive_loss`).
-    Score: ``-f_OCSVM(z(x))``, the one-class SVM (oddkit's ``ocsvm``) fitted on ``z`` of
-    every clean training image.
+    Score: ``-f_OCSVM(r(x))``, the one-class SVM (oddkit's ``ocsvm``) fitted on ``r`` of
+    every clean training image, where ``r`` is L2-normalised and, with
+    ``representation="concat"`` (default), ``r = [f(x), head_weight * z(x)]``
+    normalised; with ``representation="head"``, ``r = z`` (the paper's form, the encoder's
+    output alone).
 
     Networks: ``knowledge`` (spec; default ``"efficientnet_lite0"``, ImageNet weights, no
     download) ranks the transforms; ``backbone`` (spec, ``None`` = the knowledge model)
@@ -365,11 +370,13 @@ class KEHead(_KnowledgeExposure):
     ``transforms=None``: the SPA/SSA pool of docs/protocols.md (the paper's ten:
     hflip, rot90, rot270, crop_resize, color_jitter, gaussian_noise, glass_blur,
     jpeg_compression, snow, gaussian_blur), ``severity=1`` (training copies at severity 1,
-    docs/protocols.md). ``temperature=0.5``: the paper's code's default. ``nu=0.1``,
-    ``gamma="auto"`` (1 / feature width), RBF kernel: the one-class SVM of the paper's
-    code (not oddkit's ``ocsvm`` default ``nu=0.5``). ``weight_decay=5e-4``: the paper's
-    code. ``k=2``, ``hidden_dim=512``, ``out_dim=128``, ``epochs=100``,
-    ``batch_size=256``, ``lr=1e-3``: oddkit's (see the interpretations).
+    docs/protocols.md). ``temperature=0.5``: the paper's code's default. ``nu=0.1``, RBF
+    kernel: the one-class SVM of the paper's code (not oddkit's ``ocsvm`` default
+    ``nu=0.5``). ``weight_decay=5e-4``: the paper's code. ``gamma=40.0`` (the paper's code
+    uses ``"auto"``, 1 / feature width, which on 1,408 normalised dimensions makes the
+    RBF kernel almost linear), ``representation="concat"``, ``head_weight=0.5``, ``k=2``,
+    ``hidden_dim=512``, ``out_dim=128``, ``epochs=100``, ``batch_size=256``,
+    ``lr=1e-3``: oddkit's (see the interpretations and the status).
     CPU bounds: ``max_train_images=1000`` anchors and ``rank_images=250`` ranking images
     (random subsets, seeded); features of all training images are extracted once (for the
     OCSVM), views only for the subsets: on one CIFAR class (5,000 images) with
@@ -390,6 +397,13 @@ class KEHead(_KnowledgeExposure):
     the L2 normalisation of the frozen features (as oddkit's C10-OSR6 feeds kNN) are
     oddkit's: the paper trains the whole encoder. The views are drawn once (one
     transformed copy per image and transform, as the paper's code precomputes them).
+    ``representation="concat"`` is oddkit's: the paper's encoder is the whole network,
+    trained from scratch, so its output carries what the images look like as well as
+    what the contrastive loss taught it; a head on frozen features, trained on one class
+    and its views only, keeps only the latter (it learns "rotated or not") and its
+    output alone ranks the other classes as more normal than the class itself. The
+    concatenation gives the one-class SVM both the frozen features and the head's
+    view; ``representation="head"`` is the paper's form for comparison.
 
     Status: experimental. In an ad hoc development run (not a benchmark script) on one
     C10-OC class (airplane; 5,000 train images, 200 test images per class) these defaults
@@ -419,6 +433,8 @@ class KEHead(_KnowledgeExposure):
         batch_negatives: bool = False,
         hidden_dim: int = 512,
         out_dim: int = 128,
+        representation: str = "concat",
+        head_weight: float = 0.5,
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -426,7 +442,7 @@ class KEHead(_KnowledgeExposure):
         max_train_images: int = 1000,
         rank_images: int = 250,
         nu: float = 0.1,
-        gamma: str | float = "auto",
+        gamma: str | float = 40.0,
         cache_dir: str | None = None,
         extract_batch_size: int = 64,
         progress: bool | None = None,
@@ -441,6 +457,8 @@ class KEHead(_KnowledgeExposure):
         self.batch_negatives = batch_negatives
         self.hidden_dim = hidden_dim
         self.out_dim = out_dim
+        self.representation = representation
+        self.head_weight = head_weight
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -461,6 +479,11 @@ class KEHead(_KnowledgeExposure):
             self.backbone = _check_spec("backbone", self.backbone)
         self.hidden_dim = check_int("hidden_dim", self.hidden_dim, low=1)
         self.out_dim = check_int("out_dim", self.out_dim, low=1)
+        if self.representation not in _REPRESENTATIONS:
+            raise ParamError(
+                f"representation must be one of {list(_REPRESENTATIONS)}, got {self.representation!r}."
+            )
+        self.head_weight = check_float("head_weight", self.head_weight, 0.0, low_inclusive=False)
 
     # ------------------------------------------------------------------ fit
     def fit(  # type: ignore[override]
@@ -502,7 +525,7 @@ class KEHead(_KnowledgeExposure):
         self.features_name_ = str(fe.name)
         self.features_fingerprint_ = knowledge_fingerprint(fe)
         self._features_model = fe
-        return _l2_normalise(self._head(clean))
+        return self._represent(clean)
 
     def _views(self, fe: Any, reuse: bool, images: np.ndarray, train_idx: np.ndarray, rank_idx: np.ndarray,
                rank_emb: dict[str, np.ndarray], names: tuple[str, ...], seed: int) -> dict[str, np.ndarray]:  # fmt: skip
@@ -562,10 +585,18 @@ class KEHead(_KnowledgeExposure):
         H = np.maximum(X @ self.head_w1_.T.astype(np.float64) + self.head_b1_, 0.0)
         return H @ self.head_w2_.T.astype(np.float64) + self.head_b2_
 
+    def _represent(self, F: np.ndarray) -> np.ndarray:
+        """The OCSVM's input from L2-normalised frozen features ``F``: the normalised head
+        output (``"head"``) or ``[F, head_weight * head]`` (``"concat"``), L2-normalised."""
+        Z = _l2_normalise(self._head(F))
+        if self.representation == "concat":
+            Z = np.hstack([F, self.head_weight * Z])
+        return _l2_normalise(Z)
+
     # ------------------------------------------------------------------ score
     def _encode(self, images: np.ndarray) -> np.ndarray:
         fe = self._attached_features()
-        return _l2_normalise(self._head(_l2_normalise(fe.embed(images))))
+        return self._represent(_l2_normalise(fe.embed(images)))
 
     def _attached_features(self) -> Any:
         """The frozen feature network: attached, or rebuilt from its spec after ``load``."""
