@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from oddkit.data.images import SubsetSource  # noqa: E402
 from oddkit.detectors import create  # noqa: E402
+from oddkit.detectors.base import l2_normalise_rows  # noqa: E402
 from oddkit.metrics import auroc  # noqa: E402
 from oddkit.protocols.shift import (  # noqa: E402
     SHIFT_POOL,
@@ -72,8 +73,8 @@ def parse_params(text: str) -> dict:
 
 
 def l2(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    """Unit rows in float64 (as the protocols' ``+l2`` detectors see them)."""
+    return l2_normalise_rows(np.asarray(X, dtype=np.float64))
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from oddkit import detectors
 from oddkit.detectors._neighbors import NeighborIndex
+from oddkit.detectors.base import l2_normalise_rows
 from oddkit.detectors.posthoc import feature
 from oddkit.errors import InputError, ParamError
 
@@ -172,7 +173,7 @@ def test_knn_equals_pytorch_ood_and_sklearn(digits, k):
 # --------------------------------------------------------------------------- KNN search
 def _exact_kth(train: np.ndarray, X: np.ndarray, k: int) -> np.ndarray:
     """k-th distance from the exact index's full neighbour lists (the reference)."""
-    unit = feature._l2_normalise
+    unit = l2_normalise_rows
     dist, _ = NeighborIndex(unit(np.asarray(train, float))).query(unit(np.asarray(X, float)), k)
     return dist[:, -1]
 

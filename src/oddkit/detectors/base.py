@@ -147,6 +147,14 @@ def all_finite(arr: np.ndarray) -> bool:
     return bool(np.isfinite(arr).all())
 
 
+def l2_normalise_rows(X: np.ndarray) -> np.ndarray:
+    """Rows of the float matrix ``X`` scaled to unit Euclidean norm, in ``X``'s dtype; an
+    all-zero row stays zero. The one row normaliser of the package (kNN on normalised
+    features, the protocols' ``+l2`` detectors, Knowledge Exposure)."""
+    norm = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
+    return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
+
+
 def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,)) -> np.ndarray:
     """Turn ``X`` into a finite, non-empty 2-D float array or raise a typed error.
 

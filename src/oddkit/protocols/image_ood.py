@@ -674,8 +674,9 @@ def _fingerprint(source: Any) -> str:
 
 
 def _l2(F: np.ndarray) -> np.ndarray:
-    F = np.asarray(F, dtype=np.float64)
-    return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+    from ..detectors.base import l2_normalise_rows
+
+    return l2_normalise_rows(np.asarray(F, dtype=np.float64))
 
 
 @keep_freed_memory()

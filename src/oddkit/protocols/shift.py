@@ -897,8 +897,9 @@ def _mean_over_shifts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _l2(F: np.ndarray) -> np.ndarray:
-    F = np.asarray(F, dtype=np.float32)
-    return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), np.float32(1e-12))
+    from ..detectors.base import l2_normalise_rows
+
+    return l2_normalise_rows(np.asarray(F, dtype=np.float32))
 
 
 # =========================================================================== means

@@ -49,7 +49,7 @@ import numpy as np
 
 from ...errors import InputError, ParamError
 from .._neighbors import NeighborIndex, _pool, get_num_threads
-from ..base import check_bool, check_choice, check_int, register
+from ..base import check_bool, check_choice, check_int, l2_normalise_rows, register
 from .base import THREADED_BLAS_WORK, PosthocDetector, blas_for_work, logsumexp
 
 __all__ = ["FDBD", "KNNOOD", "NECO", "RMDS", "Mahalanobis", "Residual", "ViM", "vim_default_dim"]
@@ -294,12 +294,6 @@ def _pinv_whitener(S: np.ndarray) -> np.ndarray:
     vals, vecs = _eigh_descending(S)
     keep = vals > _rank_cutoff(vals)
     return np.ascontiguousarray(vecs[:, keep] / np.sqrt(vals[keep]))
-
-
-def _l2_normalise(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean norm; an all-zero row stays zero."""
-    norm = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
-    return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
 
 
 def _pairwise_row_distances(W: np.ndarray) -> np.ndarray:
@@ -704,10 +698,10 @@ class KNNOOD(_FeatureDetector):
         return self.k
 
     def _fit_posthoc(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        self.train_features_ = _l2_normalise(X)
+        self.train_features_ = l2_normalise_rows(X)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._neighbors().kth_distance(_l2_normalise(X), self.k)
+        return self._neighbors().kth_distance(l2_normalise_rows(X), self.k)
 
     def _neighbors(self) -> NeighborIndex:
         """The search index over ``train_features_`` (built on first use, also after loading)."""

@@ -54,6 +54,7 @@ from ..base import (
     check_int,
     check_random_state,
     create,
+    l2_normalise_rows,
     register,
 )
 
@@ -305,8 +306,8 @@ def _subsets(n: int, max_train: int, max_rank: int, seed: int) -> tuple[np.ndarr
 
 
 def _l2_normalise(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    """Unit rows in float64 (the OCSVM's and the head's numpy side run in float64)."""
+    return l2_normalise_rows(np.asarray(X, dtype=np.float64))
 
 
 def contrastive_loss(z0: Any, zp: Any, zn: Any, temperature: float, batch_negatives: bool = False) -> Any:
@@ -381,8 +382,9 @@ class KEHead(_KnowledgeExposure):
     (random subsets, seeded); features of all training images are extracted once (for the
     OCSVM), views only for the subsets: on one CIFAR class (5,000 images) with
     EfficientNet-Lite0 that is 5,000 + 10 x 250 + 2k x 750 = 10,500 forward passes
-    (about 3 minutes at 60 images/s); with ``cache_dir`` repeated fits and scoring reuse
-    them. ``extract_batch_size`` only changes speed; ``progress`` (None: on a terminal)
+    (``benchmarks/ke_vs_knn.py`` measured 2-7 minutes per class to fit and score,
+    extraction included, on 2 cores shared with other work); with ``cache_dir`` repeated
+    fits and scoring reuse them. ``extract_batch_size`` only changes speed; ``progress`` (None: on a terminal)
     shows progress bars. ``random_state`` seeds the subsets, the random transforms, the
     head's initialisation and the batch order (deterministic on CPU).
 
