@@ -1,8 +1,11 @@
-"""Build configuration beyond pyproject.toml: the optional compiled neighbour-search kernels.
+"""Build configuration beyond pyproject.toml: the optional compiled kernels (neighbour search,
+small head products).
 
-The extension is optional: without a C compiler the install still succeeds and oddkit
-falls back to its numpy implementation (same results, slower; ``oddkit.detectors._neighbors
-.NATIVE`` says which one is in use).
+Both extensions are optional: without a C compiler the install still succeeds and oddkit
+falls back to numpy (same results up to rounding, slower; ``oddkit.detectors._neighbors
+._native`` and ``oddkit.detectors.posthoc.base._head_native`` are None then). The head
+kernel may fuse multiplies and adds (``-ffp-contract=fast``), as BLAS does; the neighbour
+search's certificates need every rounding step as written, so it may not.
 """
 
 from setuptools import Extension, setup
@@ -12,8 +15,16 @@ setup(
         Extension(
             "oddkit.detectors._knn_native",
             sources=["src/oddkit/detectors/_knn_native.c"],
+            depends=["src/oddkit/detectors/_native_common.h"],
             extra_compile_args=["-O3", "-ffp-contract=off"],
             optional=True,
-        )
+        ),
+        Extension(
+            "oddkit.detectors._head_native",
+            sources=["src/oddkit/detectors/_head_native.c"],
+            depends=["src/oddkit/detectors/_native_common.h"],
+            extra_compile_args=["-O3", "-ffp-contract=fast"],
+            optional=True,
+        ),
     ]
 )

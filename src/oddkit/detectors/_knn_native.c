@@ -12,11 +12,7 @@
  * The loops run without the GIL, so Python threads can run them side by side.
  * The module is optional (setup.py): without it, numpy does the same work.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
+#include "_native_common.h"
 
 /*
  * Selection of the m smallest values of a row of n, in four steps. The columns are cut
@@ -35,12 +31,6 @@
  * NaN counts as +inf. The cost is one vectorised pass plus O(nb + m b) scalar work;
  * b ~ 2 sqrt(n / m) keeps the scalar part small.
  */
-/* step 1 is compiled for wider vector units too, picked at load time (GCC on x86-64 Linux) */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define WIDE_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define WIDE_SIMD
-#endif
 
 /*
  * NAME(v, id, n, k): reorder v[0..n) (no NaN) so that position k holds the (k+1)-th
@@ -155,17 +145,6 @@
 
 DEFINE_SMALLEST(smallest_f32, float)
 DEFINE_SMALLEST(smallest_f64, double)
-
-static int
-check_size(const Py_buffer *buf, Py_ssize_t count, Py_ssize_t itemsize, const char *what)
-{
-    if (count < 0 || buf->len < count * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer holds %zd bytes, %zd needed", what,
-                     buf->len, count * itemsize);
-        return -1;
-    }
-    return 0;
-}
 
 static PyObject *
 smallest(PyObject *self, PyObject *args)

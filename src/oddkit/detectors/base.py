@@ -155,12 +155,15 @@ def l2_normalise_rows(X: np.ndarray) -> np.ndarray:
     return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
 
 
-def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,)) -> np.ndarray:
+def as_matrix(
+    X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,), check_finite: bool = True
+) -> np.ndarray:
     """Turn ``X`` into a finite, non-empty 2-D float array or raise a typed error.
 
     Accepts anything ``np.asarray`` understands (lists, arrays, DataFrames). An array whose
     dtype is one of ``dtypes`` is kept as it is (no copy); anything else is converted to
-    ``dtypes[-1]`` (float64 by default).
+    ``dtypes[-1]`` (float64 by default). ``check_finite=False`` leaves the values unread
+    (for a caller that checks them on its own way, see :class:`DeferredNonFinite`).
     """
     if X is None:
         raise InputError(f"{what} is None; pass a 2-D array of shape (n_samples, n_features).")
@@ -190,7 +193,7 @@ def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,))
         raise EmptyInputError(f"{what} has no columns (shape {arr.shape}); pass at least one feature.")
     if arr.dtype not in dtypes:
         arr = np.asarray(arr, dtype=dtypes[-1])
-    if not all_finite(arr):
+    if check_finite and not all_finite(arr):
         bad = ~np.isfinite(arr)
         rows = np.flatnonzero(bad.any(axis=1))
         cols = np.flatnonzero(bad.any(axis=0))
@@ -200,6 +203,17 @@ def as_matrix(X: Any, what: str = "X", dtypes: tuple[type, ...] = (np.float64,))
             "Impute or drop them before fitting/scoring; oddkit never guesses a score for them."
         )
     return arr
+
+
+class DeferredNonFinite(Exception):
+    """Raised inside ``_score`` by a detector that checks its input's finiteness itself.
+
+    A detector with :attr:`Detector.defers_finite_check` gets its scoring input unchecked
+    for NaN / inf and must raise this where a chunk holds a non-finite value (for example
+    from a product whose result is finite only for finite input, at no extra pass over the
+    data). :meth:`Detector.score` then runs the full check on the whole input, which raises
+    the usual :class:`~oddkit.errors.NonFiniteError` with every row and column named.
+    """
 
 
 # --------------------------------------------------------------------------- contract
@@ -226,6 +240,9 @@ class Detector:
     #: Detectors that compute in the input's precision (the post-hoc family keeps a
     #: network's float32 features float32) list ``np.float32`` first.
     input_dtypes: ClassVar[tuple[type, ...]] = (np.float64,)
+    #: True for a detector whose ``_score`` proves each chunk finite itself and raises
+    #: :class:`DeferredNonFinite` otherwise: ``score`` then skips its own scan.
+    defers_finite_check: ClassVar[bool] = False
 
     # ------------------------------------------------------------- hyperparameters
     def _check_params(self) -> None:
@@ -343,7 +360,14 @@ class Detector:
         """Anomaly scores of ``X``: float64, shape (n,), finite, higher = more anomalous."""
         X = self._scoring_input(X)
         step = max(1, int(self.score_chunk_rows))
-        parts = [self._score(X[i : i + step]) for i in range(0, X.shape[0], step)]
+        try:
+            parts = [self._score(X[i : i + step]) for i in range(0, X.shape[0], step)]
+        except DeferredNonFinite:
+            as_matrix(X, "X", self.input_dtypes)  # raises NonFiniteError naming the rows
+            raise OddkitError(
+                f"internal error: {type(self).__name__} reported non-finite input that is "
+                "finite; please report this."
+            ) from None
         scores = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
         if scores.shape != (X.shape[0],):
             raise OddkitError(
@@ -360,7 +384,7 @@ class Detector:
     def _scoring_input(self, X: Any) -> np.ndarray:
         """``X`` checked for scoring: fitted detector, valid matrix, the fitted width."""
         self._check_fitted()
-        X = as_matrix(X, "X", self.input_dtypes)
+        X = as_matrix(X, "X", self.input_dtypes, check_finite=not self.defers_finite_check)
         if X.shape[1] != self.n_features_in_:
             raise FeatureMismatchError(
                 f"X has {X.shape[1]} features but {type(self).__name__} was fitted on "

@@ -55,6 +55,8 @@ class GradNorm(HeadProductDetector):
     )
     #: rows per scoring chunk: bounds the (rows x classes) softmax.
     score_chunk_rows: ClassVar[int] = 4096
+    #: the head product of the raw rows proves them finite (see ``_class_logits``)
+    defers_finite_check: ClassVar[bool] = True
 
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = temperature
@@ -65,7 +67,7 @@ class GradNorm(HeadProductDetector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         T = self.temperature
-        z = self._class_logits(X)  # (C, n), float64
+        z = self._class_logits(X, check_input=True)  # (C, n), float64
         if T != 1.0:
             z /= T
         _, _, sums = exp_sums_(z)  # z: the exp terms

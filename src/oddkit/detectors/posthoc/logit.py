@@ -169,9 +169,12 @@ class _LogitDetector(HeadProductDetector):
     """
 
     score_chunk_rows: ClassVar[int] = _CHUNK_ROWS
+    #: the head product of the raw rows proves them finite (see ``_class_logits``)
+    defers_finite_check: ClassVar[bool] = True
+    head_product_only: ClassVar[bool] = True
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._score_class_logits(self._class_logits(X))
+        return self._score_class_logits(self._class_logits(X, check_input=True))
 
     def _score_class_logits(self, z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -357,6 +360,7 @@ class KLMatching(_LogitDetector):
 
     name: ClassVar[str] = "klmatching"
     reference: ClassVar[str] = "Hendrycks et al., ICML 2022 (KL-Matching)"
+    head_product_only: ClassVar[bool] = False  # the templates product
 
     def __init__(self) -> None:
         self._check_params()
