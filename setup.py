@@ -3,7 +3,7 @@ small head products).
 
 Both extensions are optional: without a C compiler the install still succeeds and oddkit
 falls back to numpy (same results up to rounding, slower; ``oddkit.detectors._neighbors
-._native`` and ``oddkit.detectors.posthoc.base._head_native`` are None then). The head
+._native`` and ``oddkit.detectors.posthoc.base._posthoc_native`` are None then). The head
 kernel may fuse multiplies and adds (``-ffp-contract=fast``), as BLAS does; the neighbour
 search's certificates need every rounding step as written, so it may not.
 """
@@ -20,8 +20,8 @@ setup(
             optional=True,
         ),
         Extension(
-            "oddkit.detectors._head_native",
-            sources=["src/oddkit/detectors/_head_native.c"],
+            "oddkit.detectors._posthoc_native",
+            sources=["src/oddkit/detectors/_posthoc_native.c"],
             depends=["src/oddkit/detectors/_native_common.h"],
             extra_compile_args=["-O3", "-ffp-contract=fast"],
             optional=True,

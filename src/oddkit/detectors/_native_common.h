@@ -1,5 +1,5 @@
 /*
- * What oddkit's compiled kernels (_knn_native.c, _head_native.c) share: the includes, the
+ * What oddkit's compiled kernels (_knn_native.c, _posthoc_native.c) share: the includes, the
  * vector-width clones and the check of a buffer's size against the count a call needs.
  */
 #ifndef ODDKIT_NATIVE_COMMON_H

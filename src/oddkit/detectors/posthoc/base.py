@@ -15,7 +15,7 @@ float64 block, ``max(axis=1)`` took about 0.33 ms and the same maximum over axis
 whose work is the head product and element-wise work on its result.
 
 The head product: heads of up to :data:`NATIVE_MAX_CLASSES` classes go through the
-compiled kernel ``_head_native`` (setup.py builds it where a C compiler exists), which
+compiled kernel ``_posthoc_native`` (setup.py builds it where a C compiler exists), which
 reads each row once and writes the class-major float64 logits directly; on 10,000 x 64
 float32 rows and 10 classes it took about 0.45 ms where BLAS's product (0.46 ms on one
 thread), the transposing float64 pass (0.12 ms) and the input's NaN scan (0.13 ms) took
@@ -38,9 +38,9 @@ from .._neighbors import _one_blas_thread
 from ..base import DeferredNonFinite, Detector, all_finite
 
 try:  # the optional compiled head product (setup.py); numpy and BLAS otherwise
-    from .. import _head_native
+    from .. import _posthoc_native
 except ImportError:  # pragma: no cover - depends on the install
-    _head_native = None
+    _posthoc_native = None
 
 #: the widest head the compiled kernel takes (float32: 2 x 16 lanes; float64: 4 x 8)
 NATIVE_MAX_CLASSES = 32
@@ -127,9 +127,27 @@ def softmax(z: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def row_span(X: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``(span, ld)`` for the compiled kernels: the memory from ``X``'s first to its last
+    value as a 1-D array, and the distance between row starts in values; None where the
+    kernels cannot read ``X`` in place (not float32/float64, columns not adjacent, rows
+    overlapping or in reverse order). A column slice of a C-ordered matrix qualifies."""
+    if X.dtype not in (np.float32, np.float64) or X.ndim != 2 or X.size == 0:
+        return None
+    n, d = X.shape
+    item = X.itemsize
+    if d > 1 and X.strides[1] != item:
+        return None
+    ld = d if n == 1 else X.strides[0] // item
+    if n > 1 and (X.strides[0] % item or ld < d):
+        return None
+    span = np.lib.stride_tricks.as_strided(X, shape=((n - 1) * ld + d,), strides=(item,))
+    return span, ld
+
+
 def _kernel_applies(W: np.ndarray) -> bool:
     """Whether the compiled kernel is installed and takes a head of ``W``'s width."""
-    return _head_native is not None and W.shape[0] <= NATIVE_MAX_CLASSES
+    return _posthoc_native is not None and W.shape[0] <= NATIVE_MAX_CLASSES
 
 
 def _as_dtype(A: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -137,7 +155,7 @@ def _as_dtype(A: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _kernel_layout(W: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``W`` (C, d) as ``_head_native`` takes it: ``WT[j]`` = feature ``j``'s weights of
+    """``W`` (C, d) as ``_posthoc_native`` takes it: ``WT[j]`` = feature ``j``'s weights of
     every class, zero-padded to whole vectors (16 float32 or 8 float64 lanes; a float64
     head of 17 to 24 classes to 32), C-contiguous, in ``dtype``."""
     lanes = 16 if dtype == np.float32 else 8
@@ -199,21 +217,22 @@ class PosthocDetector(Detector):
         The result is a new array the caller may overwrite.
 
         Heads of up to :data:`NATIVE_MAX_CLASSES` classes go through the compiled kernel
-        (``_head_native``: one pass over ``X`` writes the class-major float64 result);
+        (``_posthoc_native``: one pass over ``X`` writes the class-major float64 result);
         wider heads, or an install without the kernel, through BLAS and one float64 pass.
         ``check_input=True`` makes this call the check that ``X`` is finite (the caller
         declared :attr:`~oddkit.detectors.base.Detector.defers_finite_check`): finite
-        logits prove the rows finite (see ``_head_native.c``), so the kernel's check costs
+        logits prove the rows finite (see ``_posthoc_native.c``), so the kernel's check costs
         no extra pass; a non-finite row raises :class:`~oddkit.detectors.base.DeferredNonFinite`.
         """
         W = self.W_ if W is None else W
         native = self._native_head(X, W)
         if native is not None:
+            span, ld = native[1]
             out = np.empty((W.shape[0], X.shape[0]))
             scale = _EMPTY if row_scale is None else np.ascontiguousarray(row_scale, np.float64)
-            finite = _head_native.class_logits(
-                X, native, self.b_, scale, row_scale is not None, X.shape[0], X.shape[1],
-                W.shape[0], 0, X.shape[0], X.dtype == np.float64, out,
+            finite = _posthoc_native.class_logits(
+                span, native[0], self.b_, scale, row_scale is not None, X.shape[0], X.shape[1],
+                ld, W.shape[0], 0, X.shape[0], X.dtype == np.float64, out,
             )
             if not finite and check_input and not all_finite(X):
                 raise DeferredNonFinite
@@ -229,17 +248,20 @@ class PosthocDetector(Detector):
             out += self.b_[:, None]
         return out
 
-    def _native_head(self, X: np.ndarray, W: np.ndarray) -> np.ndarray | None:
-        """``W`` as the compiled kernel takes it (transposed, in ``X``'s dtype, classes padded
-        to whole vectors; made once per fitted array and cached like :meth:`_in_dtype_of`),
-        or None where the kernel does not apply (absent, wide head, non-contiguous ``X``)."""
-        if not (
-            _kernel_applies(W)
-            and X.flags.c_contiguous
-            and X.dtype in (np.float32, np.float64)
-        ):
+    def _native_head(
+        self, X: np.ndarray, W: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, int]] | None:
+        """``(WT, row_span(X))`` for the compiled kernel, or None where it does not apply
+        (absent, wide head, ``X`` not readable in place). ``WT`` is ``W`` transposed, in
+        ``X``'s dtype, classes padded to whole vectors; made once per fitted array and
+        cached like :meth:`_in_dtype_of`."""
+        if not _kernel_applies(W):
             return None
-        return self._derived(X.dtype, W, _kernel_layout)
+        span = row_span(X)
+        if span is None:
+            return None
+        return self._derived(X.dtype, W, _kernel_layout), span
+
     def _weights_like(self, X: np.ndarray) -> np.ndarray:
         """``W_`` in ``X``'s dtype (the float32 copy is made once per fit)."""
         return self._in_dtype_of(X, self.W_)

@@ -17,7 +17,8 @@ Scoring is batch-independent: a row's score depends only on that row and the fit
 
 Precision. A network's float32 features stay float32 (no float64 copy of the matrix).
 Training statistics (means, covariances, sums over the rows) are accumulated in float64,
-from float64 copies of blocks of :data:`_BLOCK_ROWS` rows. At score time each method is
+in one pass over the rows (:func:`_shifted_sums`: the compiled kernel for narrow rows,
+float64 copies of blocks of :data:`_BLOCK_ROWS` rows and BLAS otherwise). At score time each method is
 one matrix product followed by reductions: the rows (centred on the training mean, or
 on ViM's origin in the product's offset) times a fitted matrix that stacks every
 projection the score needs (:class:`_Projection`: whitening and class means for
@@ -50,7 +51,14 @@ import numpy as np
 from ...errors import InputError, ParamError
 from .._neighbors import NeighborIndex, _pool, get_num_threads
 from ..base import check_bool, check_choice, check_int, l2_normalise_rows, register
-from .base import THREADED_BLAS_WORK, PosthocDetector, blas_for_work, logsumexp
+from .base import (
+    THREADED_BLAS_WORK,
+    PosthocDetector,
+    _posthoc_native,
+    blas_for_work,
+    logsumexp,
+    row_span,
+)
 
 __all__ = ["FDBD", "KNNOOD", "NECO", "RMDS", "Mahalanobis", "Residual", "ViM", "vim_default_dim"]
 
@@ -63,6 +71,11 @@ _TASK_ROWS = 4096
 #: float32 rows up to this wide have their squared norms summed in float32 (relative error
 #: about 1e-7 for 64 values, a third of the time of a float64 sum); wider ones in float64.
 _FLOAT32_NORM_MAX_WIDTH = 256
+#: the widest rows whose training passes use the compiled kernel (its work per row grows
+#: as d^2 without cache blocking; wider rows go to BLAS)
+_NATIVE_SUMS_MAX_WIDTH = 256
+_EMPTY = np.empty(0)
+_EMPTY_INT = np.empty(0, dtype=np.int64)
 #: rows of the stride sample that gives the provisional class means of _class_moments.
 _SAMPLE_ROWS = 2048
 
@@ -95,63 +108,94 @@ def _map_rows(fn: Callable[[slice], T], n: int, parallel: bool) -> list[T]:
     return out
 
 
-def _float64_blocks(X: np.ndarray, rows: slice) -> Iterator[np.ndarray]:
-    """The rows ``X[rows]`` as float64 blocks of :data:`_BLOCK_ROWS` rows.
+def _shifted_sums(
+    X: np.ndarray,
+    shifts: np.ndarray,
+    labels: np.ndarray | None,
+    parallel: bool,
+    second: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """One float64 pass over the rows: ``(S, sums)`` of the shifted rows ``z_i = x_i - s_{g_i}``.
 
-    float32 rows are converted (exactly) into one reused array, so the caller must not
-    keep a block; float64 rows are handed out as views.
+    ``shifts`` is float64 ``(G, d)``; row ``i`` belongs to group ``g_i = labels[i]`` (int,
+    in ``[0, G)``), or to group 0 without labels. ``sums[g]`` (G, d) is the sum of the
+    ``z_i`` of group ``g`` and, with ``second``, ``S = sum_i z_i z_i^T`` (d, d; None
+    without). Every training statistic of this module is made from these.
+
+    Rows up to :data:`_NATIVE_SUMS_MAX_WIDTH` wide go through the compiled kernel
+    (``_posthoc_native.shifted_sums``: each row widened and shifted once, the upper
+    triangle of ``S`` in register tiles, every entry a sum in row order); others, or an
+    install without the kernel, through float64 blocks of :data:`_BLOCK_ROWS` rows and
+    BLAS, with the group sums from the same product (each block extended by its one-hot
+    group columns: ``B^T B`` holds ``S`` and, off its diagonal block, the group sums).
     """
-    buf: np.ndarray | None = None
-    for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
-        part = X[lo : min(rows.stop, lo + _BLOCK_ROWS)]
-        if part.dtype == np.float64:
-            yield part
-            continue
-        if buf is None:
-            buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), X.shape[1]))
-        block = buf[: part.shape[0]]
-        np.copyto(block, part)
-        yield block
+    n, d = X.shape
+    G = shifts.shape[0]
+    span = None
+    if _posthoc_native is not None and d <= _NATIVE_SUMS_MAX_WIDTH:
+        span = row_span(X)
+    native = span is not None
+    if native:
+        lab = _EMPTY_INT if labels is None else np.ascontiguousarray(labels, dtype=np.int64)
+        dp = -(-d // 16) * 16
+
+    def kernel_task(rows: slice) -> tuple[np.ndarray | None, np.ndarray]:
+        S = np.zeros((dp, dp)) if second else _EMPTY
+        sums = np.zeros((G, d))
+        _posthoc_native.shifted_sums(
+            span[0], lab, labels is not None, shifts, n, d, span[1], G, rows.start, rows.stop,
+            X.dtype == np.float64, S, second, sums,
+        )
+        return (S[:d, :d] if second else None), sums
+
+    def blas_task(rows: slice) -> tuple[np.ndarray | None, np.ndarray]:
+        k = 0 if G == 1 else G  # one group: its sums are a matrix-vector product
+        acc = np.zeros((d + k, d + k)) if second else None
+        sums = np.zeros((G, d))
+        buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), d + k))
+        for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
+            block = slice(lo, min(rows.stop, lo + _BLOCK_ROWS))
+            B = buf[: block.stop - block.start]
+            Z = B[:, :d]
+            group = None if labels is None else labels[block]
+            # the float64 differences of the (exactly converted) rows and their shifts
+            np.subtract(X[block], shifts[0] if group is None else shifts[group], out=Z)
+            if k:
+                B[:, d:] = 0.0
+                B[np.arange(B.shape[0]), d + group] = 1.0
+                if acc is not None:
+                    acc += B.T @ B
+                else:
+                    sums += B[:, d:].T @ Z
+            else:
+                if acc is not None:
+                    acc += Z.T @ Z
+                sums[0] += _ones(Z.shape[0]) @ Z
+        if acc is not None and k:
+            sums += acc[d:, :d]
+        return (None if acc is None else acc[:d, :d]), sums
+
+    parts = _map_rows(kernel_task if native else blas_task, n, parallel)
+    sums = _ordered_sum([p[1] for p in parts])
+    if not second:
+        return None, sums
+    S = _ordered_sum([p[0] for p in parts])
+    if native:  # the kernel fills the upper triangle (and parts of the lower)
+        S = np.triu(S) + np.triu(S, 1).T
+    return S, sums
 
 
 def _moment_about(X: np.ndarray, u: np.ndarray, parallel: bool) -> np.ndarray:
-    """``sum_i (x_i - u)(x_i - u)^T / n`` in float64 for a point ``u`` away from the rows.
-
-    One float64 pass accumulates ``S = sum_i x_i x_i^T`` and ``t = sum_i x_i``; the result
-    is ``S - u t^T - t u^T + n u u^T``, which saves subtracting ``u`` from every row. Its
-    rounding is that of ``S`` (about ``eps |S|``): no worse than the direct sum's when
-    ``|x_i - u|`` is at least about ``|x_i|``, as for ViM's origin, where every logit is 0.
-    """
-    n, d = X.shape
-
-    def task(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        S, t = np.zeros((d, d)), np.zeros(d)
-        for Z in _float64_blocks(X, rows):
-            S += Z.T @ Z
-            t += _ones(Z.shape[0]) @ Z
-        return S, t
-
-    parts = _map_rows(task, n, parallel)
-    S = _ordered_sum([p[0] for p in parts])
-    t = _ordered_sum([p[1] for p in parts])
-    ut = np.outer(u, t)
-    S -= ut + ut.T
-    S += n * np.outer(u, u)
-    S /= n
+    """``sum_i (x_i - u)(x_i - u)^T / n`` in float64, from the rows shifted by ``u``."""
+    S, _ = _shifted_sums(X, u[None, :], None, parallel)
+    S /= X.shape[0]
     return (S + S.T) / 2.0  # exactly symmetric for eigh
 
 
 def _column_mean(X: np.ndarray, parallel: bool) -> np.ndarray:
-    """The mean of the rows of ``X``, accumulated in float64 (one matrix-vector product
-    per float64 block)."""
-
-    def task(rows: slice) -> np.ndarray:
-        total = np.zeros(X.shape[1])
-        for Z in _float64_blocks(X, rows):
-            total += _ones(Z.shape[0]) @ Z
-        return total
-
-    return _ordered_sum(_map_rows(task, X.shape[0], parallel)) / X.shape[0]
+    """The mean of the rows of ``X``, accumulated in float64."""
+    _, sums = _shifted_sums(X, np.zeros((1, X.shape[1])), None, parallel, second=False)
+    return sums[0] / X.shape[0]
 
 
 def _mean_and_covariance(X: np.ndarray, parallel: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -160,25 +204,13 @@ def _mean_and_covariance(X: np.ndarray, parallel: bool) -> tuple[np.ndarray, np.
     One pass, as :func:`_class_moments` with a single class: rows shifted by the mean of a
     stride of the rows, then ``S - n o o^T`` with ``o`` the mean of the shifted rows.
     """
-    n, d = X.shape
-    shift = _provisional_means(X, np.zeros(n, dtype=np.intp), 1)[0]
-
-    def task(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        S, t = np.zeros((d, d)), np.zeros(d)
-        buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), d))
-        for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
-            Z = buf[: min(rows.stop, lo + _BLOCK_ROWS) - lo]
-            np.subtract(X[lo : lo + Z.shape[0]], shift, out=Z)
-            S += Z.T @ Z
-            t += _ones(Z.shape[0]) @ Z
-        return S, t
-
-    parts = _map_rows(task, n, parallel)
-    offset = _ordered_sum([p[1] for p in parts]) / n
-    S = _ordered_sum([p[0] for p in parts])
+    n = X.shape[0]
+    shift = _provisional_means(X, np.zeros(n, dtype=np.intp), 1)
+    S, sums = _shifted_sums(X, shift, None, parallel)
+    offset = sums[0] / n
     S /= n
     S -= np.outer(offset, offset)
-    return shift + offset, (S + S.T) / 2.0  # exactly symmetric for eigh
+    return shift[0] + offset, (S + S.T) / 2.0  # exactly symmetric for eigh
 
 
 def _class_moments(
@@ -193,32 +225,13 @@ def _class_moments(
     of the shifted rows) the result is ``sum_i (x_i - s)(x_i - s)^T - sum_c n_c o_c o_c^T``:
     ``s_c`` lies near ``mu_c``, so the subtracted term is small and cancels no digits that
     matter (the two-pass formula's accuracy without the second pass; a unit constant
-    within a class contributes exact zeros, as in the two-pass formula). The class sums
-    come from the same product: each block of shifted rows is extended by its one-hot
-    class columns, and ``B^T B`` holds both the second moment and, in its off-diagonal
-    block, the class sums.
+    within a class contributes exact zeros, as in the two-pass formula).
     """
-    n, d = X.shape
+    n = X.shape[0]
     shifts = _provisional_means(X, y, n_classes)
-
-    def task(rows: slice) -> np.ndarray:
-        acc = np.zeros((d + n_classes, d + n_classes))
-        buf = np.empty((min(_BLOCK_ROWS, rows.stop - rows.start), d + n_classes))
-        for lo in range(rows.start, rows.stop, _BLOCK_ROWS):
-            block = slice(lo, min(rows.stop, lo + _BLOCK_ROWS))
-            B = buf[: block.stop - block.start]
-            Z, onehot = B[:, :d], B[:, d:]
-            # the float64 differences of the (exactly converted) rows and their shifts
-            np.subtract(X[block], shifts[y[block]], out=Z)
-            onehot.fill(0.0)
-            onehot[np.arange(B.shape[0]), y[block]] = 1.0
-            acc += B.T @ B
-        return acc
-
-    acc = _ordered_sum(_map_rows(task, n, parallel))
-    moment = acc[:d, :d].copy()
+    moment, sums = _shifted_sums(X, shifts, y, parallel)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    offsets = acc[d:, :d] / np.maximum(counts, 1.0)[:, None]
+    offsets = sums / np.maximum(counts, 1.0)[:, None]
     moment -= (offsets.T * counts) @ offsets
     moment /= n
     return counts, shifts + offsets, (moment + moment.T) / 2.0  # exactly symmetric for eigh
