@@ -54,7 +54,7 @@ def _kernel(X, W, b, scale=None, rows=None):
 
 @needs_native
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("C", [2, 8, 10, 16, 17, 24, 32])
+@pytest.mark.parametrize("C", [2, 8, 9, 10, 16])
 @pytest.mark.parametrize("shape", [(1, 1), (13, 7), (203, 64), (64, 130)])
 def test_kernel_equals_float64_product(dtype, C, shape):
     rng = np.random.default_rng(C * 1000 + shape[0])
@@ -116,8 +116,9 @@ def test_kernel_layout_pads_whole_vectors():
     W = np.arange(30.0).reshape(10, 3)
     assert posthoc_base._kernel_layout(W, np.dtype(np.float32)).shape == (3, 16)
     assert posthoc_base._kernel_layout(W, np.dtype(np.float64)).shape == (3, 16)
-    W21 = np.ones((21, 3))
-    assert posthoc_base._kernel_layout(W21, np.dtype(np.float64)).shape == (3, 32)
+    W7 = np.ones((7, 3))
+    assert posthoc_base._kernel_layout(W7, np.dtype(np.float32)).shape == (3, 16)
+    assert posthoc_base._kernel_layout(W7, np.dtype(np.float64)).shape == (3, 8)
     WT = posthoc_base._kernel_layout(W, np.dtype(np.float32))
     np.testing.assert_array_equal(WT[:, :10], W.T)
     assert (WT[:, 10:] == 0).all()

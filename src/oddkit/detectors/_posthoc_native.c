@@ -90,14 +90,14 @@ typedef double f64x8 __attribute__((vector_size(64)));
     }
 
 DEFINE_ROWS(f32_1, float, f32x16, 16, 1, 8)
-DEFINE_ROWS(f32_2, float, f32x16, 16, 2, 4)
 DEFINE_ROWS(f64_1, double, f64x8, 8, 1, 8)
 DEFINE_ROWS(f64_2, double, f64x8, 8, 2, 4)
-DEFINE_ROWS(f64_4, double, f64x8, 8, 4, 2)
 
-/* the widest head: float32 32 classes, float64 32 classes */
-#define MAX_VECTORS_F32 2
-#define MAX_VECTORS_F64 4
+/* the widest head: 16 classes (float32: 1 vector of 16; float64: 2 of 8). Wider heads pad
+ * lanes and transpose more per row than BLAS's product and a transposing pass cost (ad hoc,
+ * 8,192 x 64 float32 rows: 20 classes 0.94 ms against 0.69 ms) */
+#define MAX_VECTORS_F32 1
+#define MAX_VECTORS_F64 2
 
 /* rows of width d, widened and shifted into z (block x dp); S is dp x dp (dp: d rounded up to
  * 16; the padding is scratch). S's upper triangle is updated in tiles of 8 rows x 16 columns
@@ -225,7 +225,6 @@ class_logits(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "class_logits: bad shape or row range");
         goto done;
     }
-    if (cv == 3) cv = 4; /* float64 heads of 17-24 classes use the 4-vector kernel */
     if (check_size(&x, n ? (n - 1) * ld + d : 0, itemsize, "X") || check_size(&wt, d * cv * lanes, itemsize, "WT") ||
         check_size(&bias, C, 8, "b") || check_size(&scale, has_scale ? n : 0, 8, "scale") ||
         check_size(&out, C * n, 8, "out"))
@@ -233,10 +232,9 @@ class_logits(PyObject *self, PyObject *args)
     const double *sc = has_scale ? scale.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
     if (!is_double)
-        ok = (cv == 1 ? f32_1 : f32_2)(x.buf, ld, wt.buf, bias.buf, sc, n, d, C, i0, i1, out.buf);
+        ok = f32_1(x.buf, ld, wt.buf, bias.buf, sc, n, d, C, i0, i1, out.buf);
     else
-        ok = (cv == 1 ? f64_1 : cv == 2 ? f64_2 : f64_4)(x.buf, ld, wt.buf, bias.buf, sc, n, d,
-                                                         C, i0, i1, out.buf);
+        ok = (cv == 1 ? f64_1 : f64_2)(x.buf, ld, wt.buf, bias.buf, sc, n, d, C, i0, i1, out.buf);
     Py_END_ALLOW_THREADS
     result = PyBool_FromLong(ok);
 done:

@@ -42,8 +42,9 @@ try:  # the optional compiled head product (setup.py); numpy and BLAS otherwise
 except ImportError:  # pragma: no cover - depends on the install
     _posthoc_native = None
 
-#: the widest head the compiled kernel takes (float32: 2 x 16 lanes; float64: 4 x 8)
-NATIVE_MAX_CLASSES = 32
+#: the widest head the compiled kernel takes (float32: 16 lanes; float64: 2 x 8); wider
+#: heads are faster through BLAS and a transposing pass (see ``_posthoc_native.c``)
+NATIVE_MAX_CLASSES = 16
 _EMPTY = np.empty(0)
 
 __all__ = ["Head", "HeadProductDetector", "PosthocDetector", "as_head", "logsumexp", "softmax"]
@@ -145,6 +146,26 @@ def row_span(X: np.ndarray) -> tuple[np.ndarray, int] | None:
     return span, ld
 
 
+def kernel_product(
+    X: np.ndarray,
+    span: tuple[np.ndarray, int],
+    WT: np.ndarray,
+    C: int,
+    bias: np.ndarray,
+    row_scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool]:
+    """``(out, all finite)``: the compiled kernel's class-major float64 ``out[c, i] =
+    row_scale[i] * (X[i] . W[c]) + bias[c]`` for all rows, from ``span = row_span(X)`` and
+    ``WT = _kernel_layout(W, X.dtype)`` (``W`` with ``C`` rows)."""
+    out = np.empty((C, X.shape[0]))
+    scale = _EMPTY if row_scale is None else np.ascontiguousarray(row_scale, np.float64)
+    finite = _posthoc_native.class_logits(
+        span[0], WT, np.ascontiguousarray(bias, np.float64), scale, row_scale is not None,
+        X.shape[0], X.shape[1], span[1], C, 0, X.shape[0], X.dtype == np.float64, out,
+    )
+    return out, bool(finite)
+
+
 def _kernel_applies(W: np.ndarray) -> bool:
     """Whether the compiled kernel is installed and takes a head of ``W``'s width."""
     return _posthoc_native is not None and W.shape[0] <= NATIVE_MAX_CLASSES
@@ -156,11 +177,10 @@ def _as_dtype(A: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _kernel_layout(W: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``W`` (C, d) as ``_posthoc_native`` takes it: ``WT[j]`` = feature ``j``'s weights of
-    every class, zero-padded to whole vectors (16 float32 or 8 float64 lanes; a float64
-    head of 17 to 24 classes to 32), C-contiguous, in ``dtype``."""
+    every class, zero-padded to whole vectors (16 float32 or 8 float64 lanes),
+    C-contiguous, in ``dtype``."""
     lanes = 16 if dtype == np.float32 else 8
     vectors = -(-W.shape[0] // lanes)
-    vectors += vectors == 3
     WT = np.zeros((W.shape[1], vectors * lanes), dtype=dtype)
     WT[:, : W.shape[0]] = W.T
     return WT
@@ -227,13 +247,7 @@ class PosthocDetector(Detector):
         W = self.W_ if W is None else W
         native = self._native_head(X, W)
         if native is not None:
-            span, ld = native[1]
-            out = np.empty((W.shape[0], X.shape[0]))
-            scale = _EMPTY if row_scale is None else np.ascontiguousarray(row_scale, np.float64)
-            finite = _posthoc_native.class_logits(
-                span, native[0], self.b_, scale, row_scale is not None, X.shape[0], X.shape[1],
-                ld, W.shape[0], 0, X.shape[0], X.dtype == np.float64, out,
-            )
+            out, finite = kernel_product(X, native[1], native[0], W.shape[0], self.b_, row_scale)
             if not finite and check_input and not all_finite(X):
                 raise DeferredNonFinite
             return out

@@ -130,6 +130,7 @@ def _shifted_sums(
     group columns: ``B^T B`` holds ``S`` and, off its diagonal block, the group sums).
     """
     n, d = X.shape
+    shifts = np.ascontiguousarray(shifts, dtype=np.float64)
     G = shifts.shape[0]
     span = None
     if _posthoc_native is not None and d <= _NATIVE_SUMS_MAX_WIDTH:
