@@ -347,4 +347,4 @@ def test_float32_head_copies_follow_refits(digits):
         det.set_params(percentile=p).fit(digits["Ftr"].astype(np.float32), head=digits["head"])
         fresh = detectors.create("dice", percentile=p).fit(digits["Ftr"], head=digits["head"])
         np.testing.assert_allclose(det.score(X32), fresh.score(X32), rtol=1e-5, atol=1e-6)
-        assert len(det._float32) <= 2  # the copies of the current fit only
+        assert len(det._derived_cache) <= 2  # the copies of the current fit only

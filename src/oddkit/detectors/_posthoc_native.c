@@ -7,9 +7,9 @@
  *                  and, if asked, S += z_i z_i^T, in float64, for the rows i0 <= i < i1.
  *
  * class_logits:
- * Why: a head of 10 classes is a product too narrow for BLAS to run well (OpenBLAS took
- * 0.46 ms for 10,000 x 64 x 10 in float32 on one thread), and the detectors want the
- * result class-major and in float64, which costs numpy a second pass over it.
+ * Why: a head of 10 classes is a product too narrow for BLAS to run well, and the
+ * detectors want the result class-major and in float64, which costs numpy a second pass
+ * over it (benchmarks/posthoc_kernels.py times both).
  *
  * How: the product runs in X's dtype (float32 features: in float32, as in the network and
  * as BLAS did it), every class at once: the head is given transposed and padded, WT[j] =
@@ -27,12 +27,12 @@
  *
  * shifted_sums: the training passes of Mahalanobis, RMDS, ViM, Residual, NECO and fDBD
  * (class sums, second moments about shifts). numpy needs a float64 copy of each block of
- * float32 rows, a shifted copy and a 64 x 64 product per block (15 ms for 50,000 x 64
- * rows and 10 classes on 2 cores, ad hoc); here each row is widened and shifted once, and
- * the upper triangle of S (the caller mirrors it) is updated tile by tile. Every entry of
- * S and of sums is a float64 sum over the rows in row order, whatever the vector width:
- * the same numbers as a plain loop over the rows (FMA aside). Meant for narrow rows (the
- * work per row grows as d^2 with no cache blocking; BLAS is the better choice for wide).
+ * float32 rows, a shifted copy and a 64 x 64 product per block; here each row is widened
+ * and shifted once, and the upper triangle of S (the caller mirrors it) is updated tile
+ * by tile. Every entry of S and of sums is a float64 sum over the rows in row order,
+ * whatever the vector width: the same numbers as a plain loop over the rows (FMA aside).
+ * Meant for narrow rows (the work per row grows as d^2 with no cache blocking; BLAS is
+ * the better choice for wide ones).
  *
  * X is passed as the span of memory from its first to its last value: row i starts at
  * X + i * ld (ld >= d), so a column slice of a larger matrix is read in place.
@@ -94,8 +94,8 @@ DEFINE_ROWS(f64_1, double, f64x8, 8, 1, 8)
 DEFINE_ROWS(f64_2, double, f64x8, 8, 2, 4)
 
 /* the widest head: 16 classes (float32: 1 vector of 16; float64: 2 of 8). Wider heads pad
- * lanes and transpose more per row than BLAS's product and a transposing pass cost (ad hoc,
- * 8,192 x 64 float32 rows: 20 classes 0.94 ms against 0.69 ms) */
+ * lanes and transpose more per row than BLAS's product and a transposing pass cost (a
+ * development version that took them was slower from 20 classes on) */
 #define MAX_VECTORS_F32 1
 #define MAX_VECTORS_F64 2
 

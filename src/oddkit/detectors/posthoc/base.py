@@ -16,10 +16,10 @@ whose work is the head product and element-wise work on its result.
 
 The head product: heads of up to :data:`NATIVE_MAX_CLASSES` classes go through the
 compiled kernel ``_posthoc_native`` (setup.py builds it where a C compiler exists), which
-reads each row once and writes the class-major float64 logits directly; on 10,000 x 64
-float32 rows and 10 classes it took about 0.45 ms where BLAS's product (0.46 ms on one
-thread), the transposing float64 pass (0.12 ms) and the input's NaN scan (0.13 ms) took
-0.7 ms (ad hoc timings, 2-core Xeon). Since finite logits prove a row finite, the logit
+reads each row once and writes the class-major float64 logits directly, where numpy
+needs the input's NaN scan, BLAS's product and a transposing float64 pass
+(benchmarks/posthoc_kernels.py: 1.5x faster for 10,000 x 64 float32 rows and 10 or 16
+classes, one thread). Since finite logits prove a row finite, the logit
 detectors leave the NaN / inf check of their scoring input to it
 (:attr:`~oddkit.detectors.base.Detector.defers_finite_check`). Wider heads, and installs
 without the kernel, use BLAS on one thread (:data:`THREADED_BLAS_WORK`) and numpy.
@@ -295,14 +295,14 @@ class PosthocDetector(Detector):
         dropped.
         """
         key = (id(A), dtype.str, make)
-        cache: dict[Any, tuple[np.ndarray, np.ndarray]] = self.__dict__.get("_float32", {})
+        cache: dict[Any, tuple[np.ndarray, np.ndarray]] = self.__dict__.get("_derived_cache", {})
         hit = cache.get(key)
         if hit is None or hit[0] is not A:
             # a new dict, never one that another thread may be reading, replaces the old
             held = {id(v) for v in vars(self).values() if isinstance(v, np.ndarray)}
             fresh = {k: v for k, v in cache.items() if id(v[0]) in held}
             hit = fresh[key] = (A, make(A, dtype))
-            self._float32 = fresh
+            self._derived_cache = fresh
         return hit[1]
 
     @staticmethod

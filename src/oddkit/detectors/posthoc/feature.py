@@ -72,8 +72,8 @@ _TASK_ROWS = 4096
 #: about 1e-7 for 64 values, a third of the time of a float64 sum); wider ones in float64.
 _FLOAT32_NORM_MAX_WIDTH = 256
 #: the widest rows whose training passes use the compiled kernel (its work per row grows
-#: as d^2 without cache blocking; wider rows go to BLAS). Ad hoc, 20,000 float32 rows, 10
-#: classes, one thread: d = 64 3.5 ms against 8.6 ms, 256 46 against 70, 512 222 against 197.
+#: as d^2 without cache blocking; wider rows go to BLAS): benchmarks/posthoc_kernels.py
+#: measured the kernel 3.0x faster than BLAS at width 64, 1.3x at 256 and 0.88x at 512.
 _NATIVE_SUMS_MAX_WIDTH = 256
 _EMPTY = np.empty(0)
 _EMPTY_INT = np.empty(0, dtype=np.int64)
