@@ -18,8 +18,8 @@ Scoring is batch-independent: a row's score depends only on that row and the fit
 Precision. A network's float32 features stay float32 (no float64 copy of the matrix).
 Training statistics (means, covariances, sums over the rows) are accumulated in float64,
 in one pass over the rows (:func:`_shifted_sums`: the compiled kernel for narrow rows,
-float64 copies of blocks of :data:`_BLOCK_ROWS` rows and BLAS otherwise). At score time each method is
-one matrix product followed by reductions: the rows (centred on the training mean, or
+float64 copies of blocks of :data:`_BLOCK_ROWS` rows and BLAS otherwise). At score time
+each method is one matrix product followed by reductions: the rows (centred on the training mean, or
 on ViM's origin in the product's offset) times a fitted matrix that stacks every
 projection the score needs (:class:`_Projection`: whitening and class means for
 Mahalanobis, residual basis and head for ViM, head and boundary weights for fDBD). For
