@@ -12,6 +12,12 @@ BLAS paths they replace, on the same inputs, side by side in one run.
   ``_NATIVE_SUMS_MAX_WIDTH`` (256) oddkit uses BLAS; the kernel is timed there too (the
   limit lifted for the run) to show where the two cross.
 
+* **KNN floor** (``--knn-floor``): the float32 product that an exact k-nearest-neighbour
+  search of C10-OOD-local cannot skip, 26,000 query rows against 50,000 training rows of
+  64 features, in chunks of 2,048 query rows, BLAS with its default threads, nothing else
+  (no selection). Best of 3. This is the lower bound behind the issue's KNN target
+  (docs/benchmarks.md): the whole exact search cannot be faster than this product.
+
 Times are the best of ``--repeats`` with the two sides alternating; the features are
 random non-negative float32 values (the time does not depend on them). Prints
 milliseconds and the ratio numpy / kernel. Needs the kernels built (``pip install .``
@@ -19,6 +25,7 @@ with a C compiler).
 
     python benchmarks/posthoc_kernels.py
     python benchmarks/posthoc_kernels.py --rows 8192 --train-rows 50000 --repeats 30
+    python benchmarks/posthoc_kernels.py --knn-floor
 """
 
 from __future__ import annotations
@@ -103,12 +110,31 @@ def training_pass(rows: int, repeats: int, rng: np.random.Generator) -> None:
         print(f"  {d:>5}  {t['kernel']:9.2f}  {t['blas']:8.2f}  {t['blas'] / t['kernel']:4.2f}x  {uses}")
 
 
+def knn_floor(rng: np.random.Generator, queries: int = 26_000, train: int = 50_000) -> None:
+    Q = rng.random((queries, 64), dtype=np.float32)
+    R = np.ascontiguousarray(rng.random((train, 64), dtype=np.float32).T)
+    out = np.empty((2048, train), dtype=np.float32)
+
+    def product() -> None:
+        for lo in range(0, queries, 2048):
+            part = Q[lo : lo + 2048]
+            np.matmul(part, R, out=out[: part.shape[0]])
+
+    t = best_of({"product": product}, 3)["product"]
+    flops = 2.0 * queries * train * 64
+    print(
+        f"KNN floor: {queries} x {train} x 64 float32 product, BLAS default threads: "
+        f"{t / 1e3:.2f} s ({flops / t / 1e6:.0f} GFLOP/s)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10_000, help="rows of the head product")
     ap.add_argument("--train-rows", type=int, default=20_000, help="rows of the training pass")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--knn-floor", action="store_true", help="also time the exact KNN product floor")
     args = ap.parse_args(argv)
     if posthoc_base._posthoc_native is None:
         print("oddkit.detectors._posthoc_native is not built (no C compiler at install); nothing to compare.")
@@ -117,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     with _one_blas_thread():
         head_product(args.rows, args.repeats, rng)
         training_pass(args.train_rows, max(3, args.repeats // 4), rng)
+    if args.knn_floor:
+        knn_floor(rng)
     return 0
 
 
